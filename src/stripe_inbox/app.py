@@ -1,0 +1,115 @@
+"""The HTTP side of `serve`: the Stripe ingress, health, metrics, and MCP over Streamable HTTP at /mcp."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from .errors import DeliveryRejected, StoreUnavailable
+from .inbox import Inbox, stats_from
+from .mcp_server import InboxServer
+from .metrics import CONTENT_TYPE, Metrics
+
+MAX_BODY_BYTES = 1024 * 1024
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+delivery_log = logging.getLogger("stripe_inbox.ingress")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Metrics | None = None) -> Starlette:
+    """The ASGI app of `serve`. The inbox is opened (and closed) by the caller."""
+    metrics = metrics or Metrics()
+
+    async def webhook(request: Request) -> Response:
+        started = time.perf_counter()
+        event_id = event_type = None
+        try:
+            payload = await _read_body(request)
+            receipt = await inbox.receive(payload, request.headers.get("stripe-signature"))
+            event_id, event_type, result = receipt.event.id, receipt.event.type, receipt.result
+            status, body = 200, {"received": True, result: True} if result != "stored" else {"received": True}
+        except DeliveryRejected as error:
+            result, status, body = error.code, 400, {"error": error.code, "message": str(error)}
+        except BodyTooLarge:
+            message = f"the body is larger than {MAX_BODY_BYTES} bytes"
+            result, status, body = "too_large", 413, {"error": "too_large", "message": message}
+        except StoreUnavailable as error:
+            result, status, body = "store_unavailable", 503, {"error": "store_unavailable", "message": str(error)}
+        except ClientDisconnect:
+            result, status, body = "client_disconnected", 400, {}
+        latency = time.perf_counter() - started
+        metrics.record_delivery(result, status, latency)
+        delivery_log.info(json.dumps({
+            "event_id": event_id, "type": event_type, "result": result, "status": status,
+            "latency_ms": round(latency * 1000, 3),
+        }))
+        return JSONResponse(body, status_code=status)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            await inbox.store.ping()
+        except StoreUnavailable as error:
+            return JSONResponse({"status": "unavailable", "message": str(error)}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        counts = await inbox.store.counts()
+        stats = stats_from(counts, await inbox.store.oldest_pending(), time.time())
+        return Response(metrics.render(counts, stats), media_type=CONTENT_TYPE)
+
+    routes: list[Route | Mount] = [
+        Route("/webhooks/stripe", webhook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if mcp_server is None:
+            yield
+            return
+        async with mcp_server.session_manager.run(), mcp_server.running():
+            yield
+
+    if mcp_server is not None:
+        mcp_app = mcp_server.streamable_http_app(
+            streamable_http_path="/mcp",
+            transport_security=_transport_security(inbox.settings.mcp_token is not None),
+        )
+        routes.append(Mount("/", app=mcp_app))
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _transport_security(token_required: bool) -> TransportSecuritySettings:
+    if token_required:
+        # A bearer token is what a DNS-rebinding page cannot supply, so any Host may reach /mcp.
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=LOOPBACK_HOSTS, allowed_origins=LOOPBACK_ORIGINS
+    )
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > MAX_BODY_BYTES:
+            raise BodyTooLarge
+    return bytes(chunks)

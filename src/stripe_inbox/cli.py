@@ -1,0 +1,266 @@
+"""The `stripe-inbox` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import uvicorn
+
+from . import __version__
+from .app import create_app
+from .errors import ConfigError, InboxError
+from .inbox import Inbox, open_inbox
+from .mcp_server import create_mcp_server, serve_stdio
+from .metrics import Metrics
+from .models import OUTCOMES
+from .samples import SAMPLES, sample_event
+from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
+from .signature import sign
+
+ACTOR = "cli"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        args.run(args)
+    except ConfigError as error:
+        sys.exit(f"stripe-inbox: configuration error: {error}")
+    except InboxError as error:
+        sys.exit(f"stripe-inbox: {error}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stripe-inbox", description="Stripe webhooks as an inbox for AI agents")
+    parser.add_argument("--version", action="version", version=f"stripe-inbox {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], None], help: str,
+                parent: Any = commands) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help, description=help)
+        sub.add_argument("--db", help="SQLite path (default ./stripe-inbox.db; env STRIPE_INBOX_DB)")
+        sub.add_argument("--config", help="TOML settings file (default ./stripe-inbox.toml if present)")
+        sub.set_defaults(run=run)
+        return sub
+
+    serve = command("serve", _serve, "run the webhook ingress and MCP over HTTP at /mcp")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+
+    command("mcp", _mcp, "serve MCP over stdio (for Claude Desktop)")
+
+    trigger = command("trigger", _trigger, "sign a realistic sample event and post it to the ingress")
+    trigger.add_argument("event_type", metavar="EVENT_TYPE", help=f"one of: {', '.join(SAMPLES)}")
+    trigger.add_argument("--url", default="http://127.0.0.1:8000/webhooks/stripe")
+    trigger.add_argument("--secret", help="signing secret (default: the configured or generated one)")
+    trigger.add_argument("--count", type=_positive, default=1)
+
+    events = commands.add_parser("events", help="list, show, ack and prune events").add_subparsers(
+        dest="events_command", required=True, metavar="ACTION")
+    listing = command("list", _events_list, "list events", events)
+    listing.add_argument("--status", choices=["pending", "acked", "all"], default="pending")
+    listing.add_argument("--type")
+    listing.add_argument("--customer")
+    listing.add_argument("--limit", type=_positive, default=20)
+    listing.add_argument("--json", action="store_true", help="print the page as JSON")
+    show = command("show", _events_show, "show one event with its state and audit trail", events)
+    show.add_argument("event_id", metavar="ID")
+    show.add_argument("--json", action="store_true")
+    ack = command("ack", _events_ack, "acknowledge an event", events)
+    ack.add_argument("event_id", metavar="ID")
+    ack.add_argument("--outcome", choices=OUTCOMES, default="handled")
+    ack.add_argument("--note")
+    prune = command("prune", _events_prune, "delete acked events older than some days", events)
+    prune.add_argument("--acked-older-than", type=float, required=True, metavar="DAYS")
+
+    command("claude-config", _claude_config, "print the claude_desktop_config.json entry")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, db=args.db)
+
+
+def _with_inbox(args: argparse.Namespace, work: Callable[[Inbox], Coroutine[Any, Any, None]]) -> None:
+    async def run() -> None:
+        async with open_inbox(_settings(args)) as inbox:
+            await work(inbox)
+
+    anyio.run(run)
+
+
+# -- serve / mcp ---------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    if args.host not in LOOPBACK_HOSTS and not settings.mcp_token:
+        raise ConfigError(
+            f"--host {args.host} would expose /mcp beyond this machine; set STRIPE_INBOX_MCP_TOKEN "
+            "so MCP clients must present a bearer token"
+        )
+    if not settings.webhook_secrets:
+        secret = generate_secret()
+        store_secret(settings.secret_file, secret)
+        print(
+            f"No STRIPE_WEBHOOK_SECRET set: generated one and stored it in {settings.secret_file} (mode 0600).\n"
+            f"  {secret}\n`stripe-inbox trigger` signs with it. It is shown only this once.",
+            file=sys.stderr,
+        )
+    sock = _listen(args.host, args.port)
+
+    async def run() -> None:
+        async with open_inbox(settings) as inbox:
+            metrics = Metrics()
+            app = create_app(inbox, create_mcp_server(inbox, metrics), metrics)
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+            host, port = sock.getsockname()[:2]
+            url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+            print(f"stripe-inbox listening on {url}  (webhooks: {url}/webhooks/stripe  MCP: {url}/mcp)",
+                  file=sys.stderr, flush=True)
+            await server.serve(sockets=[sock])
+
+    anyio.run(run)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.listen(2048)
+    return sock
+
+
+def _mcp(args: argparse.Namespace) -> None:
+    _with_inbox(args, serve_stdio)
+
+
+# -- trigger -------------------------------------------------------------------------------------
+
+
+def _trigger(args: argparse.Namespace) -> None:
+    if args.event_type not in SAMPLES:
+        raise ConfigError(f"no sample for {args.event_type!r}; samples exist for: {', '.join(SAMPLES)}")
+    secret = args.secret or next(iter(_settings(args).webhook_secrets), None)
+    if secret is None:
+        raise ConfigError(
+            "no webhook secret to sign with: run `stripe-inbox serve` once (it generates one), "
+            "set STRIPE_WEBHOOK_SECRET, or pass --secret"
+        )
+    failures = 0
+    with httpx.Client(timeout=10) as client:
+        for number in range(1, args.count + 1):
+            payload = sample_event(args.event_type)
+            event_id = json.loads(payload)["id"]
+            try:
+                response = client.post(args.url, content=payload, headers={
+                    "Stripe-Signature": sign(payload, secret), "Content-Type": "application/json"})
+            except httpx.HTTPError as error:
+                raise InboxError(f"cannot post to {args.url}: {error} (is `stripe-inbox serve` running?)") from None
+            outcome = response.json() if response.headers.get("content-type") == "application/json" else {}
+            failures += response.status_code != 200
+            if args.count == 1 or response.status_code != 200:
+                detail = outcome.get("message") or ", ".join(k for k, v in outcome.items() if v is True)
+                print(f"{event_id} {args.event_type} -> {response.status_code} {detail}")
+            elif number % max(1, args.count // 10) == 0 or number == args.count:
+                print(f"sent {number}/{args.count}", file=sys.stderr)
+    if failures:
+        raise InboxError(f"{failures} of {args.count} deliveries were not accepted")
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+def _events_list(args: argparse.Namespace) -> None:
+    async def work(inbox: Inbox) -> None:
+        page = await inbox.list_events(args.status, args.type, args.customer, args.limit)
+        if args.json:
+            print(page.model_dump_json(indent=2))
+            return
+        rows = [(e.id, e.type, e.status, e.received_at.strftime("%Y-%m-%d %H:%M:%S"), e.amount or "",
+                 e.customer or "") for e in page.events]
+        _table(("ID", "TYPE", "STATUS", "RECEIVED (UTC)", "AMOUNT", "CUSTOMER"), rows)
+        print(f"{len(page.events)} of {page.total} {args.status if args.status != 'all' else ''} events".replace("  ", " "))
+
+    _with_inbox(args, work)
+
+
+def _events_show(args: argparse.Namespace) -> None:
+    async def work(inbox: Inbox) -> None:
+        detail = await inbox.get_event(args.event_id)
+        if args.json:
+            print(detail.model_dump_json(indent=2))
+            return
+        state = detail.state
+        print(f"{detail.id}  {detail.type}\nstatus: {state.status}"
+              + (f" ({state.outcome}{': ' + state.note if state.note else ''})" if state.outcome else ""))
+        print(f"received: {state.received_at:%Y-%m-%d %H:%M:%S} UTC, deliveries: {state.deliveries}")
+        if detail.classification:
+            c = detail.classification
+            print(f"classification: {c.category}, {c.priority}: {c.summary}")
+        for ticket in detail.tickets:
+            print(f"ticket #{ticket.id} [{ticket.priority}] {ticket.title}")
+        for entry in detail.audit:
+            print(f"audit {entry.at:%Y-%m-%d %H:%M:%S} {entry.actor} {entry.action} {json.dumps(entry.result)}")
+        print(json.dumps(detail.event, indent=2))
+
+    _with_inbox(args, work)
+
+
+def _events_ack(args: argparse.Namespace) -> None:
+    async def work(inbox: Inbox) -> None:
+        result = await inbox.ack(args.event_id, args.outcome, args.note, ACTOR)
+        print(f"{result.event_id} {'was already' if result.already_acked else 'is now'} acked ({result.outcome})")
+
+    _with_inbox(args, work)
+
+
+def _events_prune(args: argparse.Namespace) -> None:
+    async def work(inbox: Inbox) -> None:
+        deleted = await inbox.prune(args.acked_older_than)
+        print(f"deleted {deleted} acked events older than {args.acked_older_than:g} days")
+
+    _with_inbox(args, work)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+# -- claude-config -------------------------------------------------------------------------------
+
+
+def _claude_config(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    executable = Path(sys.executable).with_name("stripe-inbox")
+    command, prefix = (str(executable), []) if executable.exists() else (sys.executable, ["-m", "stripe_inbox"])
+    arguments = [*prefix, "mcp", "--db", str(Path(settings.db).expanduser().resolve())]
+    if args.config:
+        arguments += ["--config", str(Path(args.config).resolve())]
+    print(json.dumps({"mcpServers": {"stripe-inbox": {"command": command, "args": arguments}}}, indent=2))

@@ -1,0 +1,29 @@
+"""Every error stripe-inbox raises on purpose; only adapters turn them into HTTP codes or tool errors."""
+
+
+class InboxError(Exception):
+    """Root of every anticipated stripe-inbox failure; the message is safe to show a user."""
+
+
+class ConfigError(InboxError):
+    """A setting is missing or malformed; the message names the key, never a secret's value."""
+
+
+class DeliveryRejected(InboxError):
+    """A webhook delivery that must not be stored; `code` is the public error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StoreUnavailable(InboxError):
+    """The store could not complete a read or a durable write (locked, full, unreachable)."""
+
+
+class NotFound(InboxError):
+    """An event, or something else asked for by id, is not in the inbox."""
+
+
+class InvalidArgument(InboxError):
+    """An argument from a tool call or command line is out of its domain."""

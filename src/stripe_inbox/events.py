@@ -1,0 +1,106 @@
+"""What the inbox knows about a Stripe event: the parsed envelope, its key facts, and the type filter."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import DeliveryRejected
+
+# Amount fields in the order that best describes what the event is about.
+AMOUNT_FIELDS = ("amount_total", "amount_due", "amount_paid", "amount_refunded", "amount", "amount_received")
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """A verified delivery, parsed once; `payload` keeps the exact bytes Stripe sent."""
+
+    id: str
+    type: str
+    created: int
+    livemode: bool
+    customer: str | None
+    account: str | None
+    object_id: str | None
+    amount: int | None
+    currency: str | None
+    payload: bytes
+
+    @classmethod
+    def parse(cls, payload: bytes) -> IncomingEvent:
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            raise DeliveryRejected("invalid_payload", "the body is not valid JSON") from None
+        if not isinstance(event, dict):
+            raise DeliveryRejected("invalid_payload", "the body is not a JSON object")
+        event_id, event_type = event.get("id"), event.get("type")
+        if not isinstance(event_id, str) or not event_id:
+            raise DeliveryRejected("invalid_payload", "the event has no string 'id'")
+        if not isinstance(event_type, str) or not event_type:
+            raise DeliveryRejected("invalid_payload", "the event has no string 'type'")
+        created = event.get("created")
+        obj = data_object(event)
+        _, amount, currency = amount_of(obj) or (None, None, None)
+        return cls(
+            id=event_id,
+            type=event_type,
+            created=created if isinstance(created, int) else 0,
+            livemode=bool(event.get("livemode")),
+            customer=customer_of(obj),
+            account=event.get("account") if isinstance(event.get("account"), str) else None,
+            object_id=obj.get("id") if isinstance(obj.get("id"), str) else None,
+            amount=amount,
+            currency=currency,
+            payload=payload,
+        )
+
+
+def data_object(event: dict[str, Any]) -> dict[str, Any]:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    return obj if isinstance(obj, dict) else {}
+
+
+def customer_of(obj: dict[str, Any]) -> str | None:
+    candidate = obj.get("id") if obj.get("object") == "customer" else obj.get("customer")
+    if isinstance(candidate, dict):  # an expanded customer
+        candidate = candidate.get("id")
+    return candidate if isinstance(candidate, str) and candidate else None
+
+
+def amount_of(obj: dict[str, Any]) -> tuple[str, int, str] | None:
+    """The field, amount (in minor units) and currency the event's object is about, if it has one."""
+    currency = obj.get("currency")
+    if not isinstance(currency, str):
+        return None
+    for field in AMOUNT_FIELDS:
+        value = obj.get(field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return field, value, currency
+    return None
+
+
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+)
+
+
+def format_amount(minor: int, currency: str) -> str:
+    """'USD 49.00' from Stripe's minor units, honouring zero-decimal currencies."""
+    if currency.lower() in ZERO_DECIMAL_CURRENCIES:
+        return f"{currency.upper()} {minor:,}"
+    return f"{currency.upper()} {minor / 100:,.2f}"
+
+
+class EventFilter:
+    """Which event types the inbox keeps: '*', exact names, and 'prefix.*' patterns."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.everything = "*" in patterns
+        self.exact = frozenset(p for p in patterns if not p.endswith(".*") and p != "*")
+        self.prefixes = tuple(p[:-1] for p in patterns if p.endswith(".*"))
+
+    def accepts(self, event_type: str) -> bool:
+        return self.everything or event_type in self.exact or event_type.startswith(self.prefixes)

@@ -1,0 +1,252 @@
+"""The inbox: verified deliveries in, and everything an agent or operator does with them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+
+from . import signature
+from .classify import classify
+from .errors import InvalidArgument, NotFound
+from .events import EventFilter, IncomingEvent
+from .models import (
+    OUTCOMES,
+    PRIORITIES,
+    STATUSES,
+    AckResult,
+    Classification,
+    EventDetail,
+    EventPage,
+    Notification,
+    Outcome,
+    Priority,
+    Stats,
+    Status,
+    TicketResult,
+    WaitResult,
+    utc,
+)
+from .settings import Settings
+from .store import Audit, EventQuery, Store, StoredEvent, open_store
+
+log = logging.getLogger("stripe_inbox")
+
+MAX_PAGE = 100
+MAX_WAIT_SECONDS = 300
+CHANNELS = ("log",)
+DeliveryResult = Literal["stored", "duplicate", "filtered"]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    result: DeliveryResult
+    event: IncomingEvent
+
+
+class Inbox:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.secrets = settings.webhook_secrets
+        self.filter = EventFilter(settings.events)
+        self._changed = anyio.Event()
+
+    # -- ingress ---------------------------------------------------------------------------------
+
+    async def receive(self, payload: bytes, signature_header: str | None) -> Receipt:
+        """Verify, parse, filter and durably store one delivery; raises DeliveryRejected or StoreUnavailable."""
+        signature.verify(payload, signature_header, self.secrets)
+        event = IncomingEvent.parse(payload)
+        if not self.filter.accepts(event.type):
+            return Receipt("filtered", event)
+        result = await self.store.add_event(event, time.time())
+        self.signal_change()
+        return Receipt(result, event)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def list_events(
+        self,
+        status: str = "pending",
+        type: str | None = None,
+        customer: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        newest_first: bool | None = None,
+    ) -> EventPage:
+        if status not in ("pending", "acked", "all"):
+            raise InvalidArgument(f"status must be 'pending', 'acked' or 'all', not {status!r}")
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+        if cursor is not None and not cursor.isdigit():
+            raise InvalidArgument(f"cursor {cursor!r} is not one that list_events returned")
+        query = EventQuery(
+            status=None if status == "all" else status,  # type: ignore[arg-type]
+            type=type or None,
+            customer=customer or None,
+            limit=limit + 1,
+            after=None if cursor is None else int(cursor),
+            # The work queue reads oldest first; history reads newest first.
+            newest_first=status != "pending" if newest_first is None else newest_first,
+        )
+        rows = await self.store.list_events(query)
+        total = await self.store.count_events(query)
+        page = rows[:limit]
+        return EventPage(
+            events=[row.summary() for row in page],
+            total=total,
+            next_cursor=str(page[-1].seq) if len(rows) > limit else None,
+        )
+
+    async def event(self, event_id: str) -> StoredEvent:
+        stored = await self.store.get_event(event_id)
+        if stored is None:
+            raise NotFound(f"no event {event_id!r} in the inbox")
+        return stored
+
+    async def get_event(self, event_id: str) -> EventDetail:
+        stored = await self.event(event_id)
+        return EventDetail(
+            id=stored.id,
+            type=stored.type,
+            state=stored.state(),
+            event=stored.body(),
+            classification=stored.stored_classification(),
+            tickets=await self.store.tickets(event_id),
+            notifications=await self.store.notifications(event_id),
+            audit=await self.store.audit_trail(event_id),
+        )
+
+    async def stats(self) -> Stats:
+        return stats_from(await self.store.counts(), await self.store.oldest_pending(), time.time())
+
+    async def wait_for_events(self, timeout_seconds: float = 30, type: str | None = None) -> WaitResult:
+        """Pending events of `type` as soon as there are any, or an empty result after the timeout."""
+        if not 0 <= timeout_seconds <= MAX_WAIT_SECONDS or math.isnan(timeout_seconds):
+            raise InvalidArgument(f"timeout_seconds must be between 0 and {MAX_WAIT_SECONDS}")
+        with anyio.move_on_after(timeout_seconds):
+            while True:
+                changed = self._changed  # taken before the read, so no change slips between the two
+                page = await self.list_events(type=type, limit=MAX_PAGE)
+                if page.events:
+                    return WaitResult(events=page.events, timed_out=False)
+                await changed.wait()
+        return WaitResult(events=[], timed_out=True)
+
+    # -- acting ----------------------------------------------------------------------------------
+
+    async def classify(self, event_id: str, actor: str) -> Classification:
+        stored = await self.event(event_id)
+        result = classify(stored.body())
+        await self.store.set_classification(
+            event_id, result, time.time(), Audit(actor, "classify", {"event_id": event_id})
+        )
+        self.signal_change()
+        return result
+
+    async def create_ticket(
+        self, event_id: str, title: str, body: str, priority: str, actor: str
+    ) -> TicketResult:
+        title = title.strip()
+        if not title:
+            raise InvalidArgument("title must not be empty")
+        _check_choice("priority", priority, PRIORITIES)
+        audit = Audit(actor, "create_ticket", {"event_id": event_id, "title": title, "priority": priority})
+        ticket, created = await self.store.add_ticket(
+            event_id, title, body, priority, time.time(), audit  # type: ignore[arg-type]
+        )
+        self.signal_change()
+        return TicketResult(ticket=ticket, created=created)
+
+    async def notify(
+        self, channel: str, message: str, event_id: str | None, subject: str | None, actor: str
+    ) -> Notification:
+        _check_choice("channel", channel, CHANNELS, what="configured channels")
+        if not message.strip():
+            raise InvalidArgument("message must not be empty")
+        audit = Audit(actor, "notify", {"channel": channel, "event_id": event_id, "subject": subject})
+        notification = await self.store.add_notification(channel, message, subject, event_id, time.time(), audit)
+        log.info("notify channel=%s event=%s subject=%r: %s", channel, event_id, subject, message)
+        self.signal_change()
+        return notification
+
+    async def ack(self, event_id: str, outcome: str, note: str | None, actor: str) -> AckResult:
+        _check_choice("outcome", outcome, OUTCOMES)
+        audit = Audit(actor, "ack_event", {"event_id": event_id, "outcome": outcome, "note": note})
+        stored, changed = await self.store.ack(event_id, outcome, note, time.time(), audit)  # type: ignore[arg-type]
+        if changed:
+            self.signal_change()
+        return AckResult(
+            event_id=event_id,
+            status=stored.status,
+            outcome=stored.outcome or outcome,  # type: ignore[arg-type]
+            note=stored.note,
+            acked_at=utc(stored.acked_at),  # type: ignore[arg-type]
+            already_acked=not changed,
+        )
+
+    async def prune(self, acked_older_than_days: float) -> int:
+        if not acked_older_than_days >= 0:
+            raise InvalidArgument("--acked-older-than must be a number of days, 0 or more")
+        deleted = await self.store.prune(time.time() - acked_older_than_days * 86400)
+        if deleted:
+            self.signal_change()
+        return deleted
+
+    # -- change notification ---------------------------------------------------------------------
+
+    def signal_change(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def changes(self) -> AsyncIterator[None]:
+        """Yields after every change to the inbox, made here or by another process; bursts coalesce."""
+        while True:
+            await self._changed.wait()
+            yield
+
+    async def watch_other_processes(self, interval: float = 0.2) -> None:
+        """Turn commits by other processes (serve, the CLI, another agent) into change signals."""
+        token = await self.store.change_token()
+        while True:
+            await anyio.sleep(interval)
+            latest = await self.store.change_token()
+            if latest != token:
+                token = latest
+                self.signal_change()
+
+
+def stats_from(counts: list[tuple[str, str, int]], oldest_pending: float | None, now: float) -> Stats:
+    by_status = dict.fromkeys(STATUSES, 0)
+    by_type: dict[str, int] = {}
+    for status, event_type, count in counts:
+        by_status[status] += count
+        by_type[event_type] = by_type.get(event_type, 0) + count
+    return Stats(
+        total=sum(by_status.values()),
+        by_status=by_status,
+        by_type=by_type,
+        oldest_pending_age_seconds=None if oldest_pending is None else round(now - oldest_pending, 3),
+    )
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...], what: str = "one of") -> None:
+    if value not in choices:
+        listed = ", ".join(choices)
+        raise InvalidArgument(f"{name} {value!r} is not valid; {what}: {listed}")
+
+
+@asynccontextmanager
+async def open_inbox(settings: Settings) -> AsyncIterator[Inbox]:
+    store = await open_store(settings.db, settings.lock_timeout_seconds)
+    try:
+        yield Inbox(store, settings)
+    finally:
+        await store.close()

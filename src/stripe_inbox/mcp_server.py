@@ -1,0 +1,285 @@
+"""The MCP face of the inbox: resources, tools and prompts, and change notifications for both protocol eras."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Annotated, Any, Literal
+
+import anyio
+import mcp.types as types
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.shared.exceptions import MCPError
+from pydantic import Field
+
+from .errors import InboxError, NotFound
+from .inbox import MAX_PAGE, Inbox
+from .metrics import Metrics
+from .models import (
+    AckResult,
+    Classification,
+    EventDetail,
+    EventPage,
+    Notification,
+    Outcome,
+    Priority,
+    Stats,
+    TicketResult,
+    WaitResult,
+)
+
+PENDING_URI = "stripe://events/pending"
+STATS_URI = "stripe://stats"
+ACTOR = "mcp"
+
+
+def event_uri(event_id: str) -> str:
+    return f"stripe://events/{event_id}"
+
+
+class ChangeNotifier:
+    """Tells subscribed clients a resource changed: `subscriptions/listen` streams (2026-07-28) through
+    the SDK's bus, and `resources/subscribe` sessions (the 2025 handshake era) directly."""
+
+    def __init__(self) -> None:
+        self.bus = InMemorySubscriptionBus()
+        self._legacy: dict[ServerSession, set[str]] = {}
+
+    async def subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
+        self._legacy.setdefault(ctx.session, set()).add(str(params.uri))
+        return types.EmptyResult()
+
+    async def unsubscribe(
+        self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        self._legacy.get(ctx.session, set()).discard(str(params.uri))
+        return types.EmptyResult()
+
+    async def updated(self, *uris: str) -> None:
+        for uri in uris:
+            await self.bus.publish(ResourceUpdated(uri=uri))
+        for session, subscribed in list(self._legacy.items()):
+            for uri in subscribed.intersection(uris):
+                try:
+                    await session.send_resource_updated(uri)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    self._legacy.pop(session, None)
+                    break
+
+
+class InboxServer(MCPServer):
+    """An MCPServer over one inbox; `running()` must be open while it serves clients."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self.notifier = ChangeNotifier()
+        super().__init__(
+            "stripe-inbox",
+            title="Stripe event inbox",
+            instructions=inbox.settings.policy.instructions,
+            subscriptions=self.notifier.bus,
+        )
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Notice changes made by other processes, and tell subscribed clients about every change."""
+
+        async def publish() -> None:
+            async for _ in self.inbox.changes():
+                await self.notifier.updated(PENDING_URI, STATS_URI)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.inbox.watch_other_processes)
+            group.start_soon(publish)
+            yield
+            group.cancel_scope.cancel()
+
+
+def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServer:
+    server = InboxServer(inbox)
+    notifier = server.notifier
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams, notifier.subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, notifier.unsubscribe)
+    if metrics is not None:
+        server.middleware.append(_count_tool_calls(metrics))
+
+    # -- resources -------------------------------------------------------------------------------
+
+    @server.resource(PENDING_URI, name="pending_events", mime_type="application/json",
+                     description=f"Oldest first: up to {MAX_PAGE} pending events and how many are pending in all.")
+    async def pending_events() -> str:
+        with _resource_errors():
+            page = await inbox.list_events(status="pending", limit=MAX_PAGE)
+        return page.model_dump_json(exclude={"next_cursor"})
+
+    @server.resource("stripe://events/{event_id}", name="event", mime_type="application/json",
+                     description="The full Stripe event with its state, classification, tickets, "
+                                 "notifications and audit trail.")
+    async def event_resource(event_id: str) -> str:
+        with _resource_errors():
+            detail = await inbox.get_event(event_id)
+        return detail.model_dump_json()
+
+    @server.resource("stripe://customers/{customer_id}/events", name="customer_events",
+                     mime_type="application/json", description="A customer's events, newest first.")
+    async def customer_events(customer_id: str) -> str:
+        with _resource_errors():
+            page = await inbox.list_events(status="all", customer=customer_id, limit=MAX_PAGE)
+        return json.dumps({"customer": customer_id, **page.model_dump(mode="json")})
+
+    @server.resource(STATS_URI, name="stats", mime_type="application/json",
+                     description="Counts by status and type, and the age of the oldest pending event.")
+    async def stats_resource() -> str:
+        with _resource_errors():
+            stats = await inbox.stats()
+        return stats.model_dump_json()
+
+    # -- tools -----------------------------------------------------------------------------------
+
+    @server.tool()
+    async def list_events(
+        status: Literal["pending", "acked", "all"] = "pending",
+        type: Annotated[str | None, Field(description="exact event type, e.g. invoice.payment_failed")] = None,
+        customer: Annotated[str | None, Field(description="a customer id, cus_…")] = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 20,
+        cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
+    ) -> EventPage:
+        """List events in the inbox: pending ones oldest first (the work queue), others newest first."""
+        with _tool_errors():
+            return await inbox.list_events(status=status, type=type, customer=customer, limit=limit, cursor=cursor)
+
+    @server.tool()
+    async def get_event(event_id: str) -> EventDetail:
+        """The full Stripe event with its inbox state, classification, tickets, notifications and audit trail."""
+        with _tool_errors():
+            return await inbox.get_event(event_id)
+
+    @server.tool()
+    async def get_stats() -> Stats:
+        """Counts by status and by type, and the age of the oldest pending event (as stripe://stats)."""
+        with _tool_errors():
+            return await inbox.stats()
+
+    @server.tool()
+    async def wait_for_events(
+        timeout_seconds: Annotated[float, Field(ge=0, le=300)] = 30,
+        type: Annotated[str | None, Field(description="only wake for this event type")] = None,
+    ) -> WaitResult:
+        """Return as soon as matching pending events exist, or empty after the timeout (for clients
+        without resource subscriptions)."""
+        with _tool_errors():
+            return await inbox.wait_for_events(timeout_seconds, type)
+
+    @server.tool()
+    async def classify(event_id: str) -> Classification:
+        """Category, priority, one-line summary, signals (each with its source field) and suggested tool
+        calls for an event, by deterministic rules; stored on the event."""
+        with _tool_errors():
+            result = await inbox.classify(event_id, ACTOR)
+        await notifier.updated(event_uri(event_id))
+        return result
+
+    @server.tool()
+    async def create_ticket(event_id: str, title: str, body: str = "", priority: Priority = "normal") -> TicketResult:
+        """Open a ticket for an event. Idempotent per event and title: a repeat returns the same ticket."""
+        with _tool_errors():
+            result = await inbox.create_ticket(event_id, title, body, priority, ACTOR)
+        await notifier.updated(event_uri(event_id))
+        return result
+
+    @server.tool()
+    async def notify(
+        channel: Annotated[str, Field(description="a configured channel, e.g. 'log'")],
+        message: str,
+        event_id: str | None = None,
+        subject: str | None = None,
+    ) -> Notification:
+        """Send a notification through a configured channel, optionally about an event."""
+        with _tool_errors():
+            result = await inbox.notify(channel, message, event_id, subject, ACTOR)
+        if event_id:
+            await notifier.updated(event_uri(event_id))
+        return result
+
+    @server.tool()
+    async def ack_event(event_id: str, outcome: Outcome = "handled", note: str | None = None) -> AckResult:
+        """Mark an event dealt with, removing it from pending. Idempotent: acking twice changes nothing."""
+        with _tool_errors():
+            result = await inbox.ack(event_id, outcome, note, ACTOR)
+        await notifier.updated(event_uri(event_id))
+        return result
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    @server.prompt()
+    async def triage_inbox() -> str:
+        """Work through the pending events under the configured policy."""
+        stats = await inbox.stats()
+        return (
+            f"{inbox.settings.policy.instructions}\n\n"
+            f"There are {stats.by_status['pending']} pending events. For each one, oldest first:\n"
+            "1. list_events (or read stripe://events/pending) and get_event for the details;\n"
+            "2. classify it and follow its suggested_actions where they fit the policy;\n"
+            "3. create_ticket for anything a person must follow up, notify where a team should know;\n"
+            "4. ack_event with the outcome (handled, ignored or escalated) and a short note.\n"
+            "When none are left, call wait_for_events to wait for new ones, or stop and report what you did."
+        )
+
+    @server.prompt()
+    async def draft_customer_email(event_id: str) -> str:
+        """Draft an email to the customer an event concerns."""
+        try:
+            stored = await inbox.event(event_id)
+        except NotFound as error:
+            raise MCPError(code=types.INVALID_PARAMS, message=str(error)) from None
+        classification = stored.stored_classification() or await inbox.classify(event_id, ACTOR)
+        return (
+            "Draft a short, friendly email to the customer about this Stripe event. Say what happened, what "
+            "it means for them and what (if anything) they should do. Do not invent amounts, dates or "
+            "links that are not in the event.\n\n"
+            f"Summary: {classification.summary}\n"
+            f"Category: {classification.category} (priority {classification.priority})\n"
+            f"Signals: {json.dumps({s.name: s.value for s in classification.signals})}\n\n"
+            f"The event:\n{json.dumps(stored.body(), indent=2)}"
+        )
+
+    return server
+
+
+async def serve_stdio(inbox: Inbox) -> None:
+    server = create_mcp_server(inbox)
+    async with server.running():
+        await server.run_stdio_async()
+
+
+@contextmanager
+def _tool_errors() -> Iterator[None]:
+    try:
+        yield
+    except InboxError as error:
+        raise ToolError(str(error)) from None
+
+
+@contextmanager
+def _resource_errors() -> Iterator[None]:
+    try:
+        yield
+    except NotFound as error:
+        raise ResourceNotFoundError(str(error)) from None
+
+
+def _count_tool_calls(metrics: Metrics) -> Any:
+    async def middleware(ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method == "tools/call" and ctx.params:
+            failed = isinstance(result, types.CallToolResult) and bool(result.is_error)
+            metrics.record_tool_call(str(ctx.params.get("name")), failed)
+        return result
+
+    return middleware

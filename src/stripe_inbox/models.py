@@ -1,0 +1,139 @@
+"""The shapes the inbox hands out: to MCP tools as structured output, and to `--json` on the CLI."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["pending", "acked"]
+Outcome = Literal["handled", "ignored", "escalated"]
+Priority = Literal["low", "normal", "high", "urgent"]
+
+STATUSES: tuple[Status, ...] = ("pending", "acked")
+OUTCOMES: tuple[Outcome, ...] = ("handled", "ignored", "escalated")
+PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
+
+
+def utc(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+class EventSummary(BaseModel):
+    id: str
+    type: str
+    status: Status
+    created: datetime = Field(description="when Stripe created the event")
+    received_at: datetime = Field(description="first delivery stored by this inbox")
+    deliveries: int
+    livemode: bool
+    customer: str | None = None
+    account: str | None = Field(default=None, description="Connect account the event came from")
+    object_id: str | None = Field(default=None, description="id of the event's data.object")
+    amount: str | None = Field(default=None, description="amount the event is about, e.g. 'USD 49.00'")
+
+
+class EventState(BaseModel):
+    status: Status
+    received_at: datetime
+    last_delivery_at: datetime
+    deliveries: int
+    acked_at: datetime | None = None
+    outcome: Outcome | None = None
+    note: str | None = None
+
+
+class Signal(BaseModel):
+    name: str
+    value: Any
+    field: str = Field(description="where in the Stripe event the value came from")
+
+
+class SuggestedAction(BaseModel):
+    tool: str
+    arguments: dict[str, Any]
+
+
+class Classification(BaseModel):
+    category: str
+    priority: Priority
+    summary: str
+    signals: list[Signal]
+    suggested_actions: list[SuggestedAction]
+
+
+class Ticket(BaseModel):
+    id: int
+    event_id: str
+    title: str
+    body: str
+    priority: Priority
+    created_at: datetime
+
+
+class TicketResult(BaseModel):
+    ticket: Ticket
+    created: bool = Field(description="false when this event already had a ticket with this title")
+
+
+class Notification(BaseModel):
+    id: int
+    channel: str
+    message: str
+    subject: str | None = None
+    event_id: str | None = None
+    status: Literal["sent", "queued", "failed"]
+    created_at: datetime
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="'mcp' or 'cli'")
+    action: str = Field(description="the tool or command")
+    event_id: str | None = None
+    arguments: dict[str, Any]
+    result: dict[str, Any]
+
+
+class EventDetail(BaseModel):
+    id: str
+    type: str
+    state: EventState
+    event: dict[str, Any] = Field(description="the Stripe event exactly as delivered")
+    classification: Classification | None = None
+    tickets: list[Ticket] = Field(default_factory=list)
+    notifications: list[Notification] = Field(default_factory=list)
+    audit: list[AuditEntry] = Field(default_factory=list)
+
+
+class EventPage(BaseModel):
+    events: list[EventSummary]
+    total: int = Field(description="how many events match, across all pages")
+    next_cursor: str | None = Field(default=None, description="pass as cursor for the next page")
+
+
+class AckResult(BaseModel):
+    event_id: str
+    status: Status
+    outcome: Outcome
+    note: str | None = None
+    acked_at: datetime
+    already_acked: bool
+
+
+class WaitResult(BaseModel):
+    events: list[EventSummary]
+    timed_out: bool
+
+
+class Stats(BaseModel):
+    total: int
+    by_status: dict[str, int]
+    by_type: dict[str, int]
+    oldest_pending_age_seconds: float | None
+
+
+class PruneResult(BaseModel):
+    deleted: int

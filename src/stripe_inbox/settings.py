@@ -1,0 +1,191 @@
+"""Settings from CLI flags, environment variables and an optional TOML file, in that order of precedence."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "stripe-inbox.toml"
+SECRET_PATTERN = re.compile(r"whsec_[A-Za-z0-9+/=_-]{8,}")
+API_KEY_PREFIXES = ("sk_", "rk_", "pk_")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+DEFAULT_INSTRUCTIONS = (
+    "This server is an inbox of verified Stripe webhook events. Work it oldest first: read "
+    "stripe://events/pending (or call list_events), classify each event, open a ticket for anything a "
+    "person must follow up (failed payments, disputes), notify where a team should know, and ack_event "
+    "every event you have dealt with, with an outcome: handled, ignored or escalated. Never ack an event "
+    "you did not look at."
+)
+
+
+class Policy(BaseModel):
+    """How the agent should work the inbox; served as the MCP server's instructions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instructions: str = DEFAULT_INSTRUCTIONS
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", populate_by_name=True, env_prefix="")
+
+    webhook_secret: str | None = Field(
+        default=None, validation_alias=AliasChoices("webhook_secret", "STRIPE_WEBHOOK_SECRET")
+    )
+    api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("api_key", "STRIPE_API_KEY", "STRIPE_SECRET_KEY")
+    )
+    api_base: str = Field(
+        default="https://api.stripe.com", validation_alias=AliasChoices("api_base", "STRIPE_API_BASE")
+    )
+    db: str = Field(default="./stripe-inbox.db", validation_alias=AliasChoices("db", "STRIPE_INBOX_DB"))
+    mcp_token: str | None = Field(
+        default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_MCP_TOKEN")
+    )
+    events: list[str] = Field(default_factory=lambda: ["*"])
+    lock_timeout_seconds: float = Field(default=5.0, gt=0)
+    policy: Policy = Field(default_factory=Policy)
+
+    _toml_file: ClassVar[Path | None] = None
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secrets(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_secrets(value)
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            stem = pattern.removesuffix(".*")
+            if pattern != "*" and (not stem or "*" in stem or not re.fullmatch(r"[a-z0-9_.]+", stem)):
+                raise ValueError(
+                    f"{pattern!r} is not an event type pattern: use '*', an exact type such as "
+                    "'invoice.paid', or a prefix such as 'invoice.*'"
+                )
+        return patterns
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """Configured secrets, then any stored beside the database (generated or registered)."""
+        configured = parse_secrets(self.webhook_secret) if self.webhook_secret else []
+        return configured + [s for s in read_stored_secrets(self.secret_file) if s not in configured]
+
+    @property
+    def secret_file(self) -> Path:
+        if is_postgres_url(self.db):
+            return Path("stripe-inbox.whsec").resolve()
+        return Path(self.db).expanduser().resolve().with_name(Path(self.db).name + ".whsec")
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def parse_secrets(value: str) -> list[str]:
+    """Split a comma-separated secret list; a malformed entry is named by position, never printed."""
+    entries = [entry.strip() for entry in value.split(",")]
+    for position, entry in enumerate(entries, start=1):
+        where = f"entry {position} of {len(entries)}"
+        if not entry:
+            raise ValueError(f"{where} is empty (a stray comma?)")
+        if any(ch.isspace() for ch in entry):
+            raise ValueError(f"{where} contains whitespace (a newline pasted inside the secret?)")
+        if entry.startswith(API_KEY_PREFIXES):
+            raise ValueError(
+                f"{where} looks like a Stripe API key ({entry[:3]}…), not a webhook signing secret (whsec_…)"
+            )
+        if not SECRET_PATTERN.fullmatch(entry):
+            raise ValueError(
+                f"{where} does not look like a webhook signing secret: it must be 'whsec_' followed by "
+                "letters and digits, as shown by the Stripe dashboard or `stripe listen`"
+            )
+    return entries
+
+
+def read_stored_secrets(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def store_secret(path: Path, secret: str) -> None:
+    """Append a secret to the file beside the database, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as file:
+        file.write(secret + "\n")
+    os.chmod(path, 0o600)
+
+
+def generate_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32).replace("-", "A").replace("_", "B")
+
+
+def load_settings(config: str | None = None, **overrides: Any) -> Settings:
+    """Build settings: CLI overrides, then environment, then the TOML file, then defaults."""
+    toml_file = _find_config(config or os.environ.get("STRIPE_INBOX_CONFIG"))
+    loaded = type("LoadedSettings", (Settings,), {"_toml_file": toml_file})
+    try:
+        return loaded(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as error:
+        raise ConfigError(_describe(error, toml_file)) from None
+    except ValueError as error:  # the TOML file itself does not parse
+        raise ConfigError(f"{toml_file}: {error}") from None
+
+
+def _find_config(path: str | None) -> Path | None:
+    if path:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return Path(path)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+_ENV_NAMES = {
+    "webhook_secret": "STRIPE_WEBHOOK_SECRET",
+    "api_key": "STRIPE_API_KEY",
+    "api_base": "STRIPE_API_BASE",
+    "db": "STRIPE_INBOX_DB",
+    "mcp_token": "STRIPE_INBOX_MCP_TOKEN",
+}
+
+
+def _describe(error: ValidationError, toml_file: Path | None) -> str:
+    # include_input=False: the rejected value may be a secret.
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        key = ".".join(str(part) for part in problem["loc"])
+        if key in _ENV_NAMES:
+            key = f"{key} ({_ENV_NAMES[key]})"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = f"unknown setting{f' in {toml_file}' if toml_file else ''}"
+        lines.append(f"{key}: {message}")
+    return "invalid configuration: " + "; ".join(lines)

@@ -1,0 +1,369 @@
+"""The Store on an SQLite file: WAL, one writer, BEGIN IMMEDIATE, synchronous FULL, versioned schema."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from .errors import NotFound, StoreUnavailable
+from .events import IncomingEvent
+from .models import AuditEntry, Classification, Notification, Outcome, Priority, Ticket, utc
+from .store import AddOutcome, Audit, EventQuery, StoredEvent
+
+MIGRATIONS = [
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        livemode INTEGER NOT NULL,
+        customer TEXT,
+        account TEXT,
+        object_id TEXT,
+        amount INTEGER,
+        currency TEXT,
+        payload BLOB NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'acked')),
+        received_at REAL NOT NULL,
+        last_delivery_at REAL NOT NULL,
+        deliveries INTEGER NOT NULL DEFAULT 1,
+        acked_at REAL,
+        outcome TEXT,
+        note TEXT,
+        classification TEXT
+    );
+    CREATE INDEX events_status ON events (status, seq);
+    CREATE INDEX events_type ON events (type, seq);
+    CREATE INDEX events_customer ON events (customer, seq);
+    CREATE INDEX events_acked_at ON events (acked_at) WHERE status = 'acked';
+    CREATE TABLE tickets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (event_id, title)
+    );
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT,
+        channel TEXT NOT NULL,
+        subject TEXT,
+        message TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX notifications_event ON notifications (event_id);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        event_id TEXT,
+        arguments TEXT NOT NULL,
+        result TEXT NOT NULL
+    );
+    CREATE INDEX audit_event ON audit (event_id, id);
+    """,
+]
+
+EVENT_COLUMNS = (
+    "seq, id, type, created, livemode, customer, account, object_id, amount, currency, payload, status, "
+    "received_at, last_delivery_at, deliveries, acked_at, outcome, note, classification"
+)
+
+
+class SQLiteStore:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, path: str, lock_timeout_seconds: float = 5.0) -> SQLiteStore:
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            writer = await _connect(path, lock_timeout_seconds)
+            await writer.execute("PRAGMA journal_mode = WAL")
+            await _migrate(writer)
+            reader = await _connect(path, lock_timeout_seconds)
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"cannot open the SQLite database {path}: {error}") from error
+        return cls(writer, reader)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise StoreUnavailable(f"the inbox database cannot be written: {error}") from error
+            try:
+                yield self._writer
+                await self._writer.execute("COMMIT")
+            except BaseException as error:
+                if self._writer.in_transaction:
+                    with anyio.CancelScope(shield=True):
+                        await self._writer.execute("ROLLBACK")
+                if isinstance(error, sqlite3.Error):
+                    raise StoreUnavailable(f"the inbox database cannot be written: {error}") from error
+                raise
+
+    async def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            async with self._reader.execute(sql, parameters) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"the inbox database cannot be read: {error}") from error
+
+    async def add_event(self, event: IncomingEvent, received_at: float) -> AddOutcome:
+        async with self._transaction() as db:
+            async with db.execute(
+                """
+                INSERT INTO events (id, type, created, livemode, customer, account, object_id, amount,
+                                    currency, payload, received_at, last_delivery_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET deliveries = deliveries + 1,
+                                               last_delivery_at = excluded.last_delivery_at
+                RETURNING deliveries
+                """,
+                (
+                    event.id, event.type, event.created, event.livemode, event.customer, event.account,
+                    event.object_id, event.amount, event.currency, event.payload, received_at, received_at,
+                ),
+            ) as cursor:
+                (deliveries,) = await cursor.fetchone()  # type: ignore[misc]
+        return "stored" if deliveries == 1 else "duplicate"
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        rows = await self._read(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
+        return _event(rows[0]) if rows else None
+
+    async def list_events(self, query: EventQuery) -> list[StoredEvent]:
+        where, parameters = _where(query)
+        if query.after is not None:
+            where.append("seq < ?" if query.newest_first else "seq > ?")
+            parameters.append(query.after)
+        order = "DESC" if query.newest_first else "ASC"
+        rows = await self._read(
+            f"SELECT {EVENT_COLUMNS} FROM events {_sql_where(where)} ORDER BY seq {order} LIMIT ?",
+            (*parameters, query.limit),
+        )
+        return [_event(row) for row in rows]
+
+    async def count_events(self, query: EventQuery) -> int:
+        where, parameters = _where(query)
+        rows = await self._read(f"SELECT count(*) FROM events {_sql_where(where)}", tuple(parameters))
+        return int(rows[0][0])
+
+    async def ack(
+        self, event_id: str, outcome: Outcome, note: str | None, at: float, audit: Audit
+    ) -> tuple[StoredEvent, bool]:
+        async with self._transaction() as db:
+            async with db.execute(
+                "UPDATE events SET status = 'acked', outcome = ?, note = ?, acked_at = ? "
+                "WHERE id = ? AND status = 'pending'",
+                (outcome, note, at, event_id),
+            ) as cursor:
+                changed = cursor.rowcount == 1
+            event = await _get_in(db, event_id)
+            if changed:
+                await _audit(db, at, audit, event_id, {"status": "acked", "outcome": outcome})
+        return event, changed
+
+    async def set_classification(
+        self, event_id: str, classification: Classification, at: float, audit: Audit
+    ) -> None:
+        async with self._transaction() as db:
+            async with db.execute(
+                "UPDATE events SET classification = ? WHERE id = ?",
+                (classification.model_dump_json(), event_id),
+            ) as cursor:
+                if cursor.rowcount != 1:
+                    raise NotFound(f"no event {event_id} in the inbox")
+            await _audit(
+                db, at, audit, event_id, {"category": classification.category, "priority": classification.priority}
+            )
+
+    async def add_ticket(
+        self, event_id: str, title: str, body: str, priority: Priority, at: float, audit: Audit
+    ) -> tuple[Ticket, bool]:
+        async with self._transaction() as db:
+            await _get_in(db, event_id)
+            async with db.execute(
+                "INSERT INTO tickets (event_id, title, body, priority, created_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (event_id, title) DO NOTHING",
+                (event_id, title, body, priority, at),
+            ) as cursor:
+                created = cursor.rowcount == 1
+            async with db.execute(
+                "SELECT id, event_id, title, body, priority, created_at FROM tickets WHERE event_id = ? AND title = ?",
+                (event_id, title),
+            ) as cursor:
+                ticket = _ticket(await cursor.fetchone())  # type: ignore[arg-type]
+            if created:
+                await _audit(db, at, audit, event_id, {"ticket_id": ticket.id, "created": True})
+        return ticket, created
+
+    async def add_notification(
+        self, channel: str, message: str, subject: str | None, event_id: str | None, at: float, audit: Audit
+    ) -> Notification:
+        async with self._transaction() as db:
+            if event_id is not None:
+                await _get_in(db, event_id)
+            async with db.execute(
+                "INSERT INTO notifications (event_id, channel, subject, message, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'sent', ?) RETURNING id",
+                (event_id, channel, subject, message, at),
+            ) as cursor:
+                (notification_id,) = await cursor.fetchone()  # type: ignore[misc]
+            await _audit(db, at, audit, event_id, {"notification_id": notification_id, "status": "sent"})
+        return Notification(
+            id=notification_id, channel=channel, message=message, subject=subject, event_id=event_id,
+            status="sent", created_at=utc(at),
+        )
+
+    async def tickets(self, event_id: str) -> list[Ticket]:
+        rows = await self._read(
+            "SELECT id, event_id, title, body, priority, created_at FROM tickets WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        )
+        return [_ticket(row) for row in rows]
+
+    async def notifications(self, event_id: str) -> list[Notification]:
+        rows = await self._read(
+            "SELECT id, channel, message, subject, event_id, status, created_at FROM notifications "
+            "WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        )
+        return [
+            Notification(
+                id=row[0], channel=row[1], message=row[2], subject=row[3], event_id=row[4], status=row[5],
+                created_at=utc(row[6]),
+            )
+            for row in rows
+        ]
+
+    async def audit_trail(self, event_id: str) -> list[AuditEntry]:
+        rows = await self._read(
+            "SELECT id, at, actor, action, event_id, arguments, result FROM audit WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        )
+        return [
+            AuditEntry(
+                id=row[0], at=utc(row[1]), actor=row[2], action=row[3], event_id=row[4],
+                arguments=json.loads(row[5]), result=json.loads(row[6]),
+            )
+            for row in rows
+        ]
+
+    async def counts(self) -> list[tuple[str, str, int]]:
+        rows = await self._read("SELECT status, type, count(*) FROM events GROUP BY status, type ORDER BY type")
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    async def oldest_pending(self) -> float | None:
+        rows = await self._read("SELECT min(received_at) FROM events WHERE status = 'pending'")
+        return rows[0][0]
+
+    async def prune(self, acked_before: float) -> int:
+        async with self._transaction() as db:
+            doomed = "SELECT id FROM events WHERE status = 'acked' AND acked_at < ?"
+            for table in ("tickets", "notifications", "audit"):
+                await db.execute(f"DELETE FROM {table} WHERE event_id IN ({doomed})", (acked_before,))
+            async with db.execute(
+                "DELETE FROM events WHERE status = 'acked' AND acked_at < ?", (acked_before,)
+            ) as cursor:
+                return cursor.rowcount
+
+    async def change_token(self) -> int:
+        rows = await self._read("PRAGMA data_version")
+        return int(rows[0][0])
+
+    async def ping(self) -> None:
+        await self._read("SELECT 1 FROM events LIMIT 1")
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+
+async def _connect(path: str, lock_timeout_seconds: float) -> aiosqlite.Connection:
+    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a write never upgrades a read lock.
+    db = await aiosqlite.connect(path, isolation_level=None, timeout=lock_timeout_seconds)
+    await db.execute("PRAGMA synchronous = FULL")  # a 200 to Stripe promises the commit is on disk
+    await db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        async with db.execute("PRAGMA user_version") as cursor:
+            (version,) = await cursor.fetchone()  # type: ignore[misc]
+        if version > len(MIGRATIONS):
+            raise StoreUnavailable(
+                f"the database has schema version {version}, newer than this stripe-inbox knows "
+                f"({len(MIGRATIONS)}); upgrade stripe-inbox"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in filter(str.strip, script.split(";")):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {number}")
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+
+
+def _where(query: EventQuery) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    parameters: list[Any] = []
+    for column in ("status", "type", "customer"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            parameters.append(value)
+    return where, parameters
+
+
+def _sql_where(where: list[str]) -> str:
+    return f"WHERE {' AND '.join(where)}" if where else ""
+
+
+def _event(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
+    values = list(row)
+    values[4] = bool(values[4])
+    return StoredEvent(*values)
+
+
+def _ticket(row: sqlite3.Row | tuple[Any, ...]) -> Ticket:
+    return Ticket(
+        id=row[0], event_id=row[1], title=row[2], body=row[3], priority=row[4], created_at=utc(row[5])
+    )
+
+
+async def _get_in(db: aiosqlite.Connection, event_id: str) -> StoredEvent:
+    async with db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        raise NotFound(f"no event {event_id} in the inbox")
+    return _event(row)
+
+
+async def _audit(
+    db: aiosqlite.Connection, at: float, audit: Audit, event_id: str | None, result: dict[str, Any]
+) -> None:
+    await db.execute(
+        "INSERT INTO audit (at, actor, action, event_id, arguments, result) VALUES (?, ?, ?, ?, ?, ?)",
+        (at, audit.actor, audit.action, event_id, json.dumps(audit.arguments), json.dumps(result)),
+    )
+

@@ -1,0 +1,163 @@
+"""The Store interface: what the inbox needs from a database, in the inbox's own words."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from .events import IncomingEvent, format_amount
+from .models import (
+    AuditEntry,
+    Classification,
+    EventState,
+    EventSummary,
+    Notification,
+    Outcome,
+    Priority,
+    Status,
+    Ticket,
+    utc,
+)
+from .settings import is_postgres_url
+
+AddOutcome = Literal["stored", "duplicate"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    id: str
+    type: str
+    created: int
+    livemode: bool
+    customer: str | None
+    account: str | None
+    object_id: str | None
+    amount: int | None
+    currency: str | None
+    payload: bytes
+    status: Status
+    received_at: float
+    last_delivery_at: float
+    deliveries: int
+    acked_at: float | None
+    outcome: Outcome | None
+    note: str | None
+    classification: str | None
+
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.payload)
+
+    def summary(self) -> EventSummary:
+        return EventSummary(
+            id=self.id,
+            type=self.type,
+            status=self.status,
+            created=utc(self.created),
+            received_at=utc(self.received_at),
+            deliveries=self.deliveries,
+            livemode=self.livemode,
+            customer=self.customer,
+            account=self.account,
+            object_id=self.object_id,
+            amount=None if self.amount is None or self.currency is None else format_amount(self.amount, self.currency),
+        )
+
+    def state(self) -> EventState:
+        return EventState(
+            status=self.status,
+            received_at=utc(self.received_at),
+            last_delivery_at=utc(self.last_delivery_at),
+            deliveries=self.deliveries,
+            acked_at=utc(self.acked_at),
+            outcome=self.outcome,
+            note=self.note,
+        )
+
+    def stored_classification(self) -> Classification | None:
+        return None if self.classification is None else Classification.model_validate_json(self.classification)
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Who changed something and how; the store writes it in the same transaction as the change."""
+
+    actor: str
+    action: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    status: Status | None = "pending"
+    type: str | None = None
+    customer: str | None = None
+    limit: int = 20
+    after: int | None = None  # keyset cursor: the seq of the last event already seen
+    newest_first: bool = False
+
+
+class Store(Protocol):
+    async def add_event(self, event: IncomingEvent, received_at: float) -> AddOutcome: ...
+
+    async def get_event(self, event_id: str) -> StoredEvent | None: ...
+
+    async def list_events(self, query: EventQuery) -> list[StoredEvent]: ...
+
+    async def count_events(self, query: EventQuery) -> int: ...
+
+    async def ack(
+        self, event_id: str, outcome: Outcome, note: str | None, at: float, audit: Audit
+    ) -> tuple[StoredEvent, bool]:
+        """Ack a pending event; an acked event is returned unchanged. True when this call acked it."""
+        ...
+
+    async def set_classification(
+        self, event_id: str, classification: Classification, at: float, audit: Audit
+    ) -> None: ...
+
+    async def add_ticket(
+        self, event_id: str, title: str, body: str, priority: Priority, at: float, audit: Audit
+    ) -> tuple[Ticket, bool]:
+        """Create the ticket, or return the one this event already has with this title (False)."""
+        ...
+
+    async def add_notification(
+        self, channel: str, message: str, subject: str | None, event_id: str | None, at: float, audit: Audit
+    ) -> Notification: ...
+
+    async def tickets(self, event_id: str) -> list[Ticket]: ...
+
+    async def notifications(self, event_id: str) -> list[Notification]: ...
+
+    async def audit_trail(self, event_id: str) -> list[AuditEntry]: ...
+
+    async def counts(self) -> list[tuple[str, str, int]]:
+        """(status, type, number of events) for every status and type present."""
+        ...
+
+    async def oldest_pending(self) -> float | None:
+        """When the oldest pending event was received."""
+        ...
+
+    async def prune(self, acked_before: float) -> int: ...
+
+    async def change_token(self) -> int:
+        """A number that changes whenever any process commits a change to the inbox."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def open_store(db: str, lock_timeout_seconds: float = 5.0) -> Store:
+    """The store for a database location: an SQLite path, or a postgresql:// URL."""
+    if is_postgres_url(db):
+        from .errors import ConfigError
+
+        raise ConfigError("PostgreSQL support is not installed in this version; use an SQLite path")
+    from .sqlite_store import SQLiteStore
+
+    return await SQLiteStore.open(db, lock_timeout_seconds)
