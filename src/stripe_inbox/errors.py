@@ -1,5 +1,7 @@
 """Every error stripe-inbox raises on purpose; only adapters turn them into HTTP codes or tool errors."""
 
+from __future__ import annotations
+
 
 class InboxError(Exception):
     """Root of every anticipated stripe-inbox failure; the message is safe to show a user."""
@@ -23,6 +25,10 @@ class StoreUnavailable(InboxError):
 
 class NotFound(InboxError):
     """An event, or something else asked for by id, is not in the inbox."""
+
+    @classmethod
+    def event(cls, event_id: str) -> NotFound:
+        return cls(f"no event {event_id!r} in the inbox")
 
 
 class InvalidArgument(InboxError):

@@ -108,7 +108,7 @@ class Inbox:
     async def event(self, event_id: str) -> StoredEvent:
         stored = await self.store.get_event(event_id)
         if stored is None:
-            raise NotFound(f"no event {event_id!r} in the inbox")
+            raise NotFound.event(event_id)
         return stored
 
     async def get_event(self, event_id: str) -> EventDetail:

@@ -91,13 +91,18 @@ class SQLiteStore:
     @classmethod
     async def open(cls, path: str, lock_timeout_seconds: float = 5.0) -> SQLiteStore:
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        opened: list[aiosqlite.Connection] = []
         try:
-            writer = await _connect(path, lock_timeout_seconds)
+            opened.append(writer := await _connect(path, lock_timeout_seconds))
             await writer.execute("PRAGMA journal_mode = WAL")
             await _migrate(writer)
-            reader = await _connect(path, lock_timeout_seconds)
-        except sqlite3.Error as error:
-            raise StoreUnavailable(f"cannot open the SQLite database {path}: {error}") from error
+            opened.append(reader := await _connect(path, lock_timeout_seconds))
+        except BaseException as error:
+            for connection in opened:
+                await connection.close()
+            if isinstance(error, sqlite3.Error):
+                raise StoreUnavailable(f"cannot open the SQLite database {path}: {error}") from error
+            raise
         return cls(writer, reader)
 
     @asynccontextmanager
@@ -189,7 +194,7 @@ class SQLiteStore:
                 (classification.model_dump_json(), event_id),
             ) as cursor:
                 if cursor.rowcount != 1:
-                    raise NotFound(f"no event {event_id} in the inbox")
+                    raise NotFound.event(event_id)
             await _audit(
                 db, at, audit, event_id, {"category": classification.category, "priority": classification.priority}
             )
@@ -355,7 +360,7 @@ async def _get_in(db: aiosqlite.Connection, event_id: str) -> StoredEvent:
     async with db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)) as cursor:
         row = await cursor.fetchone()
     if row is None:
-        raise NotFound(f"no event {event_id} in the inbox")
+        raise NotFound.event(event_id)
     return _event(row)
 
 

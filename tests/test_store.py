@@ -1,0 +1,157 @@
+"""The Store contract, run against every store implementation (SQLite today)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from stripe_inbox.errors import NotFound, StoreUnavailable
+from stripe_inbox.events import IncomingEvent
+from stripe_inbox.models import Classification
+from stripe_inbox.sqlite_store import MIGRATIONS
+from stripe_inbox.store import Audit, EventQuery, Store, open_store
+
+from .conftest import encode, make_event
+
+pytestmark = pytest.mark.anyio
+AUDIT = Audit("test", "test_action", {"why": "contract"})
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(str(tmp_path / "contract.db"))
+    yield opened
+    await opened.close()
+
+
+def incoming(event_type: str = "invoice.paid", **fields: object) -> IncomingEvent:
+    return IncomingEvent.parse(encode(make_event(event_type, **fields)))
+
+
+async def test_add_is_insert_then_count(store: Store) -> None:
+    event = incoming()
+    assert await store.add_event(event, 100.0) == "stored"
+    assert await store.add_event(event, 200.0) == "duplicate"
+    stored = await store.get_event(event.id)
+    assert stored is not None
+    assert (stored.deliveries, stored.received_at, stored.last_delivery_at) == (2, 100.0, 200.0)
+    assert stored.payload == event.payload
+
+
+async def test_keyset_pages_in_both_orders(store: Store) -> None:
+    events = [incoming() for _ in range(7)]
+    for event in events:
+        await store.add_event(event, time.time())
+    oldest = await store.list_events(EventQuery(limit=3))
+    rest = await store.list_events(EventQuery(limit=10, after=oldest[-1].seq))
+    assert [e.id for e in oldest + rest] == [e.id for e in events]
+    newest = await store.list_events(EventQuery(limit=3, newest_first=True))
+    assert [e.id for e in newest] == [e.id for e in reversed(events[-3:])]
+    assert await store.count_events(EventQuery()) == 7
+
+
+async def test_filters_by_type_customer_and_status(store: Store) -> None:
+    paid, failed = incoming("invoice.paid"), incoming("invoice.payment_failed")
+    for event in (paid, failed):
+        await store.add_event(event, time.time())
+    await store.ack(paid.id, "handled", None, time.time(), AUDIT)
+    assert [e.id for e in await store.list_events(EventQuery(type="invoice.paid", status=None))] == [paid.id]
+    assert [e.id for e in await store.list_events(EventQuery(customer=failed.customer))] == [failed.id]
+    assert [e.id for e in await store.list_events(EventQuery(status="acked"))] == [paid.id]
+    assert await store.count_events(EventQuery(status="pending")) == 1
+
+
+async def test_ack_once_with_audit_in_the_same_transaction(store: Store) -> None:
+    event = incoming()
+    await store.add_event(event, time.time())
+    acked, changed = await store.ack(event.id, "escalated", "to billing", 10.0, AUDIT)
+    assert changed and (acked.status, acked.outcome, acked.note, acked.acked_at) == ("acked", "escalated", "to billing", 10.0)
+    again, changed = await store.ack(event.id, "ignored", None, 20.0, AUDIT)
+    assert not changed and (again.outcome, again.acked_at) == ("escalated", 10.0)
+    trail = await store.audit_trail(event.id)
+    assert [(a.action, a.result) for a in trail] == [("test_action", {"status": "acked", "outcome": "escalated"})]
+    with pytest.raises(NotFound):
+        await store.ack("evt_missing", "handled", None, 1.0, AUDIT)
+    assert await store.audit_trail("evt_missing") == []
+
+
+async def test_tickets_are_idempotent_per_event_and_title(store: Store) -> None:
+    event = incoming()
+    await store.add_event(event, time.time())
+    first, created = await store.add_ticket(event.id, "Card declined", "body", "high", 1.0, AUDIT)
+    second, created_again = await store.add_ticket(event.id, "Card declined", "other", "low", 2.0, AUDIT)
+    third, _ = await store.add_ticket(event.id, "Another", "", "normal", 3.0, AUDIT)
+    assert created and not created_again and first == second and third.id != first.id
+    assert [t.title for t in await store.tickets(event.id)] == ["Card declined", "Another"]
+    with pytest.raises(NotFound):
+        await store.add_ticket("evt_missing", "x", "", "low", 1.0, AUDIT)
+
+
+async def test_classification_and_notifications_are_kept(store: Store) -> None:
+    event = incoming()
+    await store.add_event(event, time.time())
+    classification = Classification(category="payment_succeeded", priority="low", summary="s", signals=[],
+                                    suggested_actions=[])
+    await store.set_classification(event.id, classification, 1.0, AUDIT)
+    assert (await store.get_event(event.id)).stored_classification() == classification  # type: ignore[union-attr]
+    note = await store.add_notification("log", "hello", "subj", event.id, 2.0, AUDIT)
+    assert (await store.notifications(event.id)) == [note]
+    assert len(await store.audit_trail(event.id)) == 2
+    with pytest.raises(NotFound):
+        await store.set_classification("evt_missing", classification, 1.0, AUDIT)
+
+
+async def test_counts_oldest_pending_and_prune(store: Store) -> None:
+    old, recent, pending = incoming("invoice.paid"), incoming("invoice.paid"), incoming("charge.refunded")
+    for event in (old, recent, pending):
+        await store.add_event(event, 50.0)
+    await store.add_ticket(old.id, "t", "", "low", 1.0, AUDIT)
+    await store.ack(old.id, "handled", None, 100.0, AUDIT)
+    await store.ack(recent.id, "handled", None, 300.0, AUDIT)
+    assert sorted(await store.counts()) == [("acked", "invoice.paid", 2), ("pending", "charge.refunded", 1)]
+    assert await store.oldest_pending() == 50.0
+    assert await store.prune(acked_before=200.0) == 1
+    assert await store.get_event(old.id) is None
+    assert await store.tickets(old.id) == [] and await store.audit_trail(old.id) == []
+    assert await store.get_event(recent.id) is not None and await store.get_event(pending.id) is not None
+
+
+async def test_change_token_moves_when_another_process_commits(store: Store, tmp_path: Path) -> None:
+    before = await store.change_token()
+    with sqlite3.connect(tmp_path / "contract.db") as other:
+        other.execute("UPDATE events SET note = 'x'")
+        other.execute("INSERT INTO audit (at, actor, action, arguments, result) VALUES (1, 'x', 'x', '{}', '{}')")
+    assert await store.change_token() != before
+
+
+async def test_schema_version_is_recorded_and_reopen_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    for _ in range(2):
+        store = await open_store(str(path))
+        await store.add_event(incoming(), time.time())
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+
+
+async def test_newer_schema_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreUnavailable, match="newer than this stripe-inbox knows"):
+        await open_store(str(path))
+
+
+def test_incoming_event_facts() -> None:
+    event = make_event("charge.refunded", account="acct_123")
+    event["data"]["object"] = {"id": "ch_1", "object": "charge", "amount": 2000, "amount_refunded": 500,
+                               "currency": "jpy", "customer": {"id": "cus_9", "object": "customer"}}
+    parsed = IncomingEvent.parse(json.dumps(event).encode())
+    assert (parsed.customer, parsed.account, parsed.object_id) == ("cus_9", "acct_123", "ch_1")
+    assert (parsed.amount, parsed.currency) == (500, "jpy")
