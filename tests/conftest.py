@@ -33,10 +33,22 @@ def anyio_backend() -> str:
 
 def make_event(event_type: str = "invoice.payment_failed", **fields: Any) -> dict[str, Any]:
     """A small but well-formed event with a fresh id."""
-    obj = {"id": "in_" + secrets.token_hex(8), "object": "invoice", "amount_due": 4900, "currency": "usd",
-           "customer": "cus_" + secrets.token_hex(6), "attempt_count": 2}
-    event = {"id": "evt_" + secrets.token_hex(12), "object": "event", "type": event_type,
-             "created": int(time.time()), "livemode": False, "data": {"object": obj}}
+    obj = {
+        "id": "in_" + secrets.token_hex(8),
+        "object": "invoice",
+        "amount_due": 4900,
+        "currency": "usd",
+        "customer": "cus_" + secrets.token_hex(6),
+        "attempt_count": 2,
+    }
+    event = {
+        "id": "evt_" + secrets.token_hex(12),
+        "object": "event",
+        "type": event_type,
+        "created": int(time.time()),
+        "livemode": False,
+        "data": {"object": obj},
+    }
     event.update(fields)
     return event
 
@@ -56,8 +68,14 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in ("STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY", "STRIPE_SECRET_KEY", "STRIPE_INBOX_DB",
-                 "STRIPE_INBOX_MCP_TOKEN", "STRIPE_INBOX_CONFIG"):
+    for name in (
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_API_KEY",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_INBOX_DB",
+        "STRIPE_INBOX_MCP_TOKEN",
+        "STRIPE_INBOX_CONFIG",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(db_path.parent)
     return load_settings(db=str(db_path), webhook_secret=f"{SECRET}, {OTHER_SECRET}")
@@ -101,7 +119,11 @@ def cli_env(db: Path, **extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "stripe_inbox", *args], env=env, cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "stripe_inbox", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     if check and result.returncode != 0:
@@ -115,6 +137,7 @@ class Server:
     url: str
     lines: queue.Queue[str]
     output: list[str]
+    pump: threading.Thread
 
     @property
     def webhook_url(self) -> str:
@@ -129,7 +152,11 @@ def start_server(db: Path, cwd: Path, env: dict[str, str] | None = None, *args: 
     """`stripe-inbox serve` on a free port; returns once it prints the address it listens on."""
     process = subprocess.Popen(
         [sys.executable, "-m", "stripe_inbox", "serve", "--port", "0", *args],
-        env=env or cli_env(db), cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env=env or cli_env(db),
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     output: list[str] = []
@@ -140,12 +167,16 @@ def start_server(db: Path, cwd: Path, env: dict[str, str] | None = None, *args: 
             output.append(line)
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or process.poll() is not None:
             process.kill()
+            process.wait(timeout=15)
+            reader.join(timeout=15)
+            process.stderr.close()
             raise AssertionError("serve did not start:\n" + "".join(output))
         try:
             line = lines.get(timeout=remaining)
@@ -153,7 +184,7 @@ def start_server(db: Path, cwd: Path, env: dict[str, str] | None = None, *args: 
             continue
         if "listening on " in line:
             url = line.split("listening on ")[1].split()[0]
-            return Server(process, url, lines, output)
+            return Server(process, url, lines, output, reader)
 
 
 def stop_server(server: Server) -> None:
@@ -163,6 +194,9 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait(timeout=15)
+    server.pump.join(timeout=15)
+    assert server.process.stderr is not None
+    server.process.stderr.close()
 
 
 @pytest.fixture

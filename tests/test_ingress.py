@@ -55,8 +55,9 @@ async def test_any_v1_signature_in_the_header_verifies(http: httpx.AsyncClient, 
         ({"Stripe-Signature": "t=notanumber,v1=abc"}, "invalid_signature"),
     ],
 )
-async def test_malformed_signature_headers(http: httpx.AsyncClient, inbox: Inbox, headers: dict[str, str],
-                                           code: str) -> None:
+async def test_malformed_signature_headers(
+    http: httpx.AsyncClient, inbox: Inbox, headers: dict[str, str], code: str
+) -> None:
     response = await http.post("/webhooks/stripe", content=encode(make_event()), headers=headers)
     assert response.status_code == 400
     assert response.json()["error"] == code
@@ -79,7 +80,9 @@ async def test_wrong_secret_and_tampered_body_are_invalid_signatures(http: httpx
 async def test_v0_signature_alone_never_passes(http: httpx.AsyncClient) -> None:
     payload = encode(make_event())
     v1 = signed_headers(payload)["Stripe-Signature"]
-    response = await http.post("/webhooks/stripe", content=payload, headers={"Stripe-Signature": v1.replace("v1=", "v0=")})
+    response = await http.post(
+        "/webhooks/stripe", content=payload, headers={"Stripe-Signature": v1.replace("v1=", "v0=")}
+    )
     assert response.json()["error"] == "invalid_signature"
 
 
@@ -106,8 +109,9 @@ async def test_timestamp_inside_tolerance_passes(http: httpx.AsyncClient, offset
         (b"\xff\xfe", "not UTF-8"),
     ],
 )
-async def test_signed_but_invalid_payloads(http: httpx.AsyncClient, inbox: Inbox, payload: bytes,
-                                           fragment: str) -> None:
+async def test_signed_but_invalid_payloads(
+    http: httpx.AsyncClient, inbox: Inbox, payload: bytes, fragment: str
+) -> None:
     headers = {"Stripe-Signature": "t=1,v1=00"}
     if fragment != "not UTF-8":
         headers = signed_headers(payload)
@@ -162,13 +166,18 @@ async def test_acked_event_redelivered_stays_acked(http: httpx.AsyncClient, inbo
 
 async def test_event_type_filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = load_settings(db=str(tmp_path / "f.db"), webhook_secret=SECRET,
-                             events=["invoice.*", "charge.dispute.created"])
+    settings = load_settings(
+        db=str(tmp_path / "f.db"), webhook_secret=SECRET, events=["invoice.*", "charge.dispute.created"]
+    )
     async with open_inbox(settings) as inbox:
         transport = httpx.ASGITransport(app=create_app(inbox))
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             kept = [make_event("invoice.paid"), make_event("charge.dispute.created")]
-            dropped = [make_event("charge.succeeded"), make_event("invoicex.paid"), make_event("charge.dispute.closed")]
+            dropped = [
+                make_event("charge.succeeded"),
+                make_event("invoicex.paid"),
+                make_event("charge.dispute.closed"),
+            ]
             for event in kept:
                 assert (await deliver(http, event)).json() == {"received": True}
             for event in dropped:
@@ -206,8 +215,9 @@ async def test_store_that_cannot_write_gets_503_and_claims_nothing(
             assert (await inbox.event(event["id"])).deliveries == 1
 
 
-async def test_every_200_is_committed_for_another_connection(http: httpx.AsyncClient, inbox: Inbox,
-                                                             db_path: Path) -> None:
+async def test_every_200_is_committed_for_another_connection(
+    http: httpx.AsyncClient, inbox: Inbox, db_path: Path
+) -> None:
     events = [make_event() for _ in range(5)]
     for event in events:
         assert (await deliver(http, event)).status_code == 200
@@ -234,8 +244,9 @@ async def test_metrics_count_deliveries_events_and_latency(http: httpx.AsyncClie
     assert "stripe_inbox_ingress_latency_seconds_count 3.0" in text
 
 
-async def test_one_log_line_per_delivery_without_secrets(http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-                                                         ) -> None:
+async def test_one_log_line_per_delivery_without_secrets(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     event = make_event()
     with caplog.at_level("INFO", logger="stripe_inbox.ingress"):
         await deliver(http, event)

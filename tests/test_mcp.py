@@ -18,7 +18,7 @@ from stripe_inbox.events import IncomingEvent
 from stripe_inbox.mcp_server import PENDING_URI, InboxServer, create_mcp_server
 
 from .conftest import SECRET, encode, make_event
-from .conftest import settings as settings  # noqa: F401  (fixture)
+from .conftest import settings as settings
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]
@@ -53,14 +53,25 @@ def error_text(result: Any) -> str:
 async def test_surface_is_listed(server: InboxServer, mode: str) -> None:
     async with Client(server, mode=mode) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-        assert set(tools) >= {"list_events", "get_event", "wait_for_events", "classify", "create_ticket", "notify",
-                              "ack_event", "get_stats"}
+        assert set(tools) >= {
+            "list_events",
+            "get_event",
+            "wait_for_events",
+            "classify",
+            "create_ticket",
+            "notify",
+            "ack_event",
+            "get_stats",
+        }
         assert tools["list_events"].output_schema is not None  # structured output
         resources = {str(r.uri) for r in (await client.list_resources()).resources}
         assert resources == {"stripe://events/pending", "stripe://stats"}
         templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
         assert templates == {"stripe://events/{event_id}", "stripe://customers/{customer_id}/events"}
-        assert {p.name for p in (await client.list_prompts()).prompts} == {"triage_inbox", "draft_customer_email"}
+        assert {p.name for p in (await client.list_prompts()).prompts} == {
+            "triage_inbox",
+            "draft_customer_email",
+        }
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -76,17 +87,25 @@ async def test_round_trip_with_audit_trail(server: InboxServer, inbox: Inbox, mo
         assert event["data"]["object"]["customer"] in classification["summary"]
         assert "USD 49.00" in classification["summary"]
 
-        ticket = ok(await client.call_tool("create_ticket", {"event_id": event_id, "title": "Card declined",
-                                                             "priority": "high"}))
+        ticket = ok(
+            await client.call_tool(
+                "create_ticket", {"event_id": event_id, "title": "Card declined", "priority": "high"}
+            )
+        )
         again = ok(await client.call_tool("create_ticket", {"event_id": event_id, "title": "Card declined"}))
         assert ticket["created"] and not again["created"] and again["ticket"]["id"] == ticket["ticket"]["id"]
 
-        note = ok(await client.call_tool("notify", {"channel": "log", "message": "failed payment",
-                                                    "event_id": event_id, "subject": "billing"}))
+        note = ok(
+            await client.call_tool(
+                "notify",
+                {"channel": "log", "message": "failed payment", "event_id": event_id, "subject": "billing"},
+            )
+        )
         assert note["status"] == "sent"
 
-        acked = ok(await client.call_tool("ack_event", {"event_id": event_id, "outcome": "escalated",
-                                                        "note": "ticket opened"}))
+        acked = ok(
+            await client.call_tool("ack_event", {"event_id": event_id, "outcome": "escalated", "note": "ticket opened"})
+        )
         assert (acked["status"], acked["already_acked"]) == ("acked", False)
         repeat = ok(await client.call_tool("ack_event", {"event_id": event_id, "outcome": "ignored"}))
         assert (repeat["already_acked"], repeat["outcome"]) == (True, "escalated")
@@ -101,9 +120,16 @@ async def test_round_trip_with_audit_trail(server: InboxServer, inbox: Inbox, mo
         assert [t["title"] for t in detail["tickets"]] == ["Card declined"]
         assert [n["message"] for n in detail["notifications"]] == ["failed payment"]
         assert [(a["actor"], a["action"]) for a in detail["audit"]] == [
-            ("mcp", "classify"), ("mcp", "create_ticket"), ("mcp", "notify"), ("mcp", "ack_event")]
-        assert detail["audit"][3]["arguments"] == {"event_id": event_id, "outcome": "escalated",
-                                                   "note": "ticket opened"}
+            ("mcp", "classify"),
+            ("mcp", "create_ticket"),
+            ("mcp", "notify"),
+            ("mcp", "ack_event"),
+        ]
+        assert detail["audit"][3]["arguments"] == {
+            "event_id": event_id,
+            "outcome": "escalated",
+            "note": "ticket opened",
+        }
         assert ok(await client.call_tool("get_event", {"event_id": event_id})) == detail
 
 
@@ -123,7 +149,11 @@ async def test_bad_arguments_and_unknown_ids_are_named(server: InboxServer, inbo
         ("create_ticket", {"event_id": event["id"], "title": "  "}, "title must not be empty"),
         ("create_ticket", {"event_id": event["id"], "title": "x", "priority": "asap"}, "priority"),
         ("create_ticket", {"event_id": "evt_nope", "title": "x"}, "no event 'evt_nope'"),
-        ("notify", {"channel": "pager", "message": "hi"}, "channel 'pager' is not valid; configured channels: log"),
+        (
+            "notify",
+            {"channel": "pager", "message": "hi"},
+            "channel 'pager' is not valid; configured channels: log",
+        ),
         ("notify", {"channel": "log", "message": " "}, "message must not be empty"),
         ("notify", {"channel": "log", "message": "hi", "event_id": "evt_nope"}, "no event 'evt_nope'"),
         ("wait_for_events", {"timeout_seconds": -1}, "timeout_seconds"),
@@ -144,8 +174,9 @@ async def test_list_events_pages_and_filters(server: InboxServer, inbox: Inbox) 
     other = await add(inbox, "charge.refunded")
     async with Client(server) as client:
         first = ok(await client.call_tool("list_events", {"type": "invoice.paid", "limit": 3}))
-        second = ok(await client.call_tool("list_events", {"type": "invoice.paid", "limit": 3,
-                                                           "cursor": first["next_cursor"]}))
+        second = ok(
+            await client.call_tool("list_events", {"type": "invoice.paid", "limit": 3, "cursor": first["next_cursor"]})
+        )
         assert [e["id"] for e in first["events"] + second["events"]] == [e["id"] for e in events]
         assert first["total"] == 5 and second["next_cursor"] is None
         customer = other["data"]["object"]["customer"]
@@ -193,14 +224,16 @@ async def test_wait_for_events_returns_at_once_times_out_and_filters(server: Inb
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_wait_for_events_wakes_on_a_write_by_another_process(server: InboxServer, settings: Any,
-                                                                    mode: str) -> None:
+async def test_wait_for_events_wakes_on_a_write_by_another_process(
+    server: InboxServer, settings: Any, mode: str
+) -> None:
     async with Client(server, mode=mode) as client:
         results: list[dict[str, Any]] = []
 
         async def waiter() -> None:
-            results.append(ok(await client.call_tool("wait_for_events", {"timeout_seconds": BOUND,
-                                                                         "type": "charge.refunded"})))
+            results.append(
+                ok(await client.call_tool("wait_for_events", {"timeout_seconds": BOUND, "type": "charge.refunded"}))
+            )
 
         async with open_inbox(settings) as other_process:  # its own connections, as `serve` would have
             with anyio.fail_after(BOUND):

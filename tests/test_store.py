@@ -70,7 +70,12 @@ async def test_ack_once_with_audit_in_the_same_transaction(store: Store) -> None
     event = incoming()
     await store.add_event(event, time.time())
     acked, changed = await store.ack(event.id, "escalated", "to billing", 10.0, AUDIT)
-    assert changed and (acked.status, acked.outcome, acked.note, acked.acked_at) == ("acked", "escalated", "to billing", 10.0)
+    assert changed and (acked.status, acked.outcome, acked.note, acked.acked_at) == (
+        "acked",
+        "escalated",
+        "to billing",
+        10.0,
+    )
     again, changed = await store.ack(event.id, "ignored", None, 20.0, AUDIT)
     assert not changed and (again.outcome, again.acked_at) == ("escalated", 10.0)
     trail = await store.audit_trail(event.id)
@@ -95,8 +100,9 @@ async def test_tickets_are_idempotent_per_event_and_title(store: Store) -> None:
 async def test_classification_and_notifications_are_kept(store: Store) -> None:
     event = incoming()
     await store.add_event(event, time.time())
-    classification = Classification(category="payment_succeeded", priority="low", summary="s", signals=[],
-                                    suggested_actions=[])
+    classification = Classification(
+        category="payment_succeeded", priority="low", summary="s", signals=[], suggested_actions=[]
+    )
     await store.set_classification(event.id, classification, 1.0, AUDIT)
     assert (await store.get_event(event.id)).stored_classification() == classification  # type: ignore[union-attr]
     note = await store.add_notification("log", "hello", "subj", event.id, 2.0, AUDIT)
@@ -150,8 +156,14 @@ async def test_newer_schema_is_refused_with_a_clear_error(tmp_path: Path) -> Non
 
 def test_incoming_event_facts() -> None:
     event = make_event("charge.refunded", account="acct_123")
-    event["data"]["object"] = {"id": "ch_1", "object": "charge", "amount": 2000, "amount_refunded": 500,
-                               "currency": "jpy", "customer": {"id": "cus_9", "object": "customer"}}
+    event["data"]["object"] = {
+        "id": "ch_1",
+        "object": "charge",
+        "amount": 2000,
+        "amount_refunded": 500,
+        "currency": "jpy",
+        "customer": {"id": "cus_9", "object": "customer"},
+    }
     parsed = IncomingEvent.parse(json.dumps(event).encode())
     assert (parsed.customer, parsed.account, parsed.object_id) == ("cus_9", "acct_123", "ch_1")
     assert (parsed.amount, parsed.currency) == (500, "jpy")

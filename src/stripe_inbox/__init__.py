@@ -1,13 +1,19 @@
 """stripe-inbox: Stripe webhooks as an inbox that an AI agent works through MCP."""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .app import create_app
+from typing import TYPE_CHECKING, Any
+
 from .errors import ConfigError, DeliveryRejected, InboxError, InvalidArgument, NotFound, StoreUnavailable
 from .inbox import Inbox, open_inbox
-from .mcp_server import create_mcp_server
 from .settings import Settings, load_settings
 from .store import Store, open_store
+
+if TYPE_CHECKING:
+    from .app import create_app
+    from .mcp_server import create_mcp_server
+
+__version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
@@ -26,3 +32,16 @@ __all__ = [
     "open_inbox",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The web and MCP stacks load on first use, so the CLI's quick commands start fast.
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    if name == "create_mcp_server":
+        from .mcp_server import create_mcp_server
+
+        return create_mcp_server
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,15 +48,26 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             message = f"the body is larger than {MAX_BODY_BYTES} bytes"
             result, status, body = "too_large", 413, {"error": "too_large", "message": message}
         except StoreUnavailable as error:
-            result, status, body = "store_unavailable", 503, {"error": "store_unavailable", "message": str(error)}
+            result, status, body = (
+                "store_unavailable",
+                503,
+                {"error": "store_unavailable", "message": str(error)},
+            )
         except ClientDisconnect:
             result, status, body = "client_disconnected", 400, {}
         latency = time.perf_counter() - started
         metrics.record_delivery(result, status, latency)
-        delivery_log.info(json.dumps({
-            "event_id": event_id, "type": event_type, "result": result, "status": status,
-            "latency_ms": round(latency * 1000, 3),
-        }))
+        delivery_log.info(
+            json.dumps(
+                {
+                    "event_id": event_id,
+                    "type": event_type,
+                    "result": result,
+                    "status": status,
+                    "latency_ms": round(latency * 1000, 3),
+                }
+            )
+        )
         return JSONResponse(body, status_code=status)
 
     async def healthz(request: Request) -> Response:

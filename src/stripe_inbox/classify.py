@@ -107,8 +107,11 @@ def _signals(event: dict[str, Any], obj: dict[str, Any]) -> list[Signal]:
         evidence = obj.get("evidence_details") if isinstance(obj.get("evidence_details"), dict) else {}
         add("evidence_due_by", evidence.get("due_by"), "data.object.evidence_details.due_by")
     details = obj.get("cancellation_details") if isinstance(obj.get("cancellation_details"), dict) else {}
-    add("cancellation_reason", details.get("reason") or obj.get("cancellation_reason"),
-        "data.object.cancellation_details.reason")
+    add(
+        "cancellation_reason",
+        details.get("reason") or obj.get("cancellation_reason"),
+        "data.object.cancellation_details.reason",
+    )
     if event.get("livemode") is False:
         add("test_mode", True, "livemode")
     add("connect_account", event.get("account"), "account")
@@ -136,19 +139,27 @@ def _summary(event_type: str, obj: dict[str, Any], signals: list[Signal], rule: 
 def _actions(event_id: str, event_type: str, rule: Rule, signals: list[Signal]) -> list[SuggestedAction]:
     actions: list[SuggestedAction] = []
     if rule.ticket:
-        actions.append(SuggestedAction(
-            tool="create_ticket",
-            arguments={
-                "event_id": event_id,
-                "title": f"{rule.category.replace('_', ' ').capitalize()}: {event_type} {event_id}",
-                "priority": rule.priority,
-            },
-        ))
+        actions.append(
+            SuggestedAction(
+                tool="create_ticket",
+                arguments={
+                    "event_id": event_id,
+                    "title": f"{rule.category.replace('_', ' ').capitalize()}: {event_type} {event_id}",
+                    "priority": rule.priority,
+                },
+            )
+        )
     if rule.priority in ("high", "urgent"):
-        actions.append(SuggestedAction(
-            tool="notify",
-            arguments={"channel": "log", "event_id": event_id, "message": f"{rule.category}: {event_type}"},
-        ))
+        actions.append(
+            SuggestedAction(
+                tool="notify",
+                arguments={
+                    "channel": "log",
+                    "event_id": event_id,
+                    "message": f"{rule.category}: {event_type}",
+                },
+            )
+        )
     outcome = "escalated" if rule.ticket else "handled" if rule is not OTHER else "ignored"
     actions.append(SuggestedAction(tool="ack_event", arguments={"event_id": event_id, "outcome": outcome}))
     return actions

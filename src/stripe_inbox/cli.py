@@ -13,14 +13,10 @@ from typing import Any
 
 import anyio
 import httpx
-import uvicorn
 
 from . import __version__
-from .app import create_app
 from .errors import ConfigError, InboxError
 from .inbox import Inbox, open_inbox
-from .mcp_server import create_mcp_server, serve_stdio
-from .metrics import Metrics
 from .models import OUTCOMES
 from .samples import SAMPLES, sample_event
 from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
@@ -48,8 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stripe-inbox {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, run: Callable[[argparse.Namespace], None], help: str,
-                parent: Any = commands) -> argparse.ArgumentParser:
+    def command(
+        name: str, run: Callable[[argparse.Namespace], None], help: str, parent: Any = commands
+    ) -> argparse.ArgumentParser:
         sub = parent.add_parser(name, help=help, description=help)
         sub.add_argument("--db", help="SQLite path (default ./stripe-inbox.db; env STRIPE_INBOX_DB)")
         sub.add_argument("--config", help="TOML settings file (default ./stripe-inbox.toml if present)")
@@ -69,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     trigger.add_argument("--count", type=_positive, default=1)
 
     events = commands.add_parser("events", help="list, show, ack and prune events").add_subparsers(
-        dest="events_command", required=True, metavar="ACTION")
+        dest="events_command", required=True, metavar="ACTION"
+    )
     listing = command("list", _events_list, "list events", events)
     listing.add_argument("--status", choices=["pending", "acked", "all"], default="pending")
     listing.add_argument("--type")
@@ -128,6 +126,11 @@ def _serve(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     sock = _listen(args.host, args.port)
+    import uvicorn
+
+    from .app import create_app
+    from .mcp_server import create_mcp_server
+    from .metrics import Metrics
 
     async def run() -> None:
         async with open_inbox(settings) as inbox:
@@ -136,8 +139,11 @@ def _serve(args: argparse.Namespace) -> None:
             server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
             host, port = sock.getsockname()[:2]
             url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-            print(f"stripe-inbox listening on {url}  (webhooks: {url}/webhooks/stripe  MCP: {url}/mcp)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"stripe-inbox listening on {url}  (webhooks: {url}/webhooks/stripe  MCP: {url}/mcp)",
+                file=sys.stderr,
+                flush=True,
+            )
             await server.serve(sockets=[sock])
 
     anyio.run(run)
@@ -156,6 +162,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _mcp(args: argparse.Namespace) -> None:
+    from .mcp_server import serve_stdio
+
     _with_inbox(args, serve_stdio)
 
 
@@ -177,8 +185,11 @@ def _trigger(args: argparse.Namespace) -> None:
             payload = sample_event(args.event_type)
             event_id = json.loads(payload)["id"]
             try:
-                response = client.post(args.url, content=payload, headers={
-                    "Stripe-Signature": sign(payload, secret), "Content-Type": "application/json"})
+                response = client.post(
+                    args.url,
+                    content=payload,
+                    headers={"Stripe-Signature": sign(payload, secret), "Content-Type": "application/json"},
+                )
             except httpx.HTTPError as error:
                 raise InboxError(f"cannot post to {args.url}: {error} (is `stripe-inbox serve` running?)") from None
             outcome = response.json() if response.headers.get("content-type") == "application/json" else {}
@@ -201,10 +212,16 @@ def _events_list(args: argparse.Namespace) -> None:
         if args.json:
             print(page.model_dump_json(indent=2))
             return
-        rows = [(e.id, e.type, e.status, e.received_at.strftime("%Y-%m-%d %H:%M:%S"), e.amount or "",
-                 e.customer or "") for e in page.events]
+        which = "" if args.status == "all" else f"{args.status} "
+        if not page.events:
+            print(f"no {which}events")
+            return
+        rows = [
+            (e.id, e.type, e.status, f"{e.received_at:%Y-%m-%d %H:%M:%S}", e.amount or "", e.customer or "")
+            for e in page.events
+        ]
         _table(("ID", "TYPE", "STATUS", "RECEIVED (UTC)", "AMOUNT", "CUSTOMER"), rows)
-        print(f"{len(page.events)} of {page.total} {args.status if args.status != 'all' else ''} events".replace("  ", " "))
+        print(f"{len(page.events)} of {page.total} {which}events")
 
     _with_inbox(args, work)
 
@@ -216,8 +233,10 @@ def _events_show(args: argparse.Namespace) -> None:
             print(detail.model_dump_json(indent=2))
             return
         state = detail.state
-        print(f"{detail.id}  {detail.type}\nstatus: {state.status}"
-              + (f" ({state.outcome}{': ' + state.note if state.note else ''})" if state.outcome else ""))
+        print(
+            f"{detail.id}  {detail.type}\nstatus: {state.status}"
+            + (f" ({state.outcome}{': ' + state.note if state.note else ''})" if state.outcome else "")
+        )
         print(f"received: {state.received_at:%Y-%m-%d %H:%M:%S} UTC, deliveries: {state.deliveries}")
         if detail.classification:
             c = detail.classification

@@ -25,10 +25,7 @@ from .models import (
     EventDetail,
     EventPage,
     Notification,
-    Outcome,
-    Priority,
     Stats,
-    Status,
     TicketResult,
     WaitResult,
     utc,
@@ -151,16 +148,19 @@ class Inbox:
         self.signal_change()
         return result
 
-    async def create_ticket(
-        self, event_id: str, title: str, body: str, priority: str, actor: str
-    ) -> TicketResult:
+    async def create_ticket(self, event_id: str, title: str, body: str, priority: str, actor: str) -> TicketResult:
         title = title.strip()
         if not title:
             raise InvalidArgument("title must not be empty")
         _check_choice("priority", priority, PRIORITIES)
         audit = Audit(actor, "create_ticket", {"event_id": event_id, "title": title, "priority": priority})
         ticket, created = await self.store.add_ticket(
-            event_id, title, body, priority, time.time(), audit  # type: ignore[arg-type]
+            event_id,
+            title,
+            body,
+            priority,
+            time.time(),
+            audit,  # type: ignore[arg-type]
         )
         self.signal_change()
         return TicketResult(ticket=ticket, created=created)

@@ -50,7 +50,9 @@ class ChangeNotifier:
         self.bus = InMemorySubscriptionBus()
         self._legacy: dict[ServerSession, set[str]] = {}
 
-    async def subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
+    async def subscribe(
+        self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
         self._legacy.setdefault(ctx.session, set()).add(str(params.uri))
         return types.EmptyResult()
 
@@ -111,30 +113,45 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
 
     # -- resources -------------------------------------------------------------------------------
 
-    @server.resource(PENDING_URI, name="pending_events", mime_type="application/json",
-                     description=f"Oldest first: up to {MAX_PAGE} pending events and how many are pending in all.")
+    @server.resource(
+        PENDING_URI,
+        name="pending_events",
+        mime_type="application/json",
+        description=f"Oldest first: up to {MAX_PAGE} pending events and how many are pending in all.",
+    )
     async def pending_events() -> str:
         with _resource_errors():
             page = await inbox.list_events(status="pending", limit=MAX_PAGE)
         return page.model_dump_json(exclude={"next_cursor"})
 
-    @server.resource("stripe://events/{event_id}", name="event", mime_type="application/json",
-                     description="The full Stripe event with its state, classification, tickets, "
-                                 "notifications and audit trail.")
+    @server.resource(
+        "stripe://events/{event_id}",
+        name="event",
+        mime_type="application/json",
+        description="The full Stripe event with its state, classification, tickets, notifications and audit trail.",
+    )
     async def event_resource(event_id: str) -> str:
         with _resource_errors():
             detail = await inbox.get_event(event_id)
         return detail.model_dump_json()
 
-    @server.resource("stripe://customers/{customer_id}/events", name="customer_events",
-                     mime_type="application/json", description="A customer's events, newest first.")
+    @server.resource(
+        "stripe://customers/{customer_id}/events",
+        name="customer_events",
+        mime_type="application/json",
+        description="A customer's events, newest first.",
+    )
     async def customer_events(customer_id: str) -> str:
         with _resource_errors():
             page = await inbox.list_events(status="all", customer=customer_id, limit=MAX_PAGE)
         return json.dumps({"customer": customer_id, **page.model_dump(mode="json")})
 
-    @server.resource(STATS_URI, name="stats", mime_type="application/json",
-                     description="Counts by status and type, and the age of the oldest pending event.")
+    @server.resource(
+        STATS_URI,
+        name="stats",
+        mime_type="application/json",
+        description="Counts by status and type, and the age of the oldest pending event.",
+    )
     async def stats_resource() -> str:
         with _resource_errors():
             stats = await inbox.stats()

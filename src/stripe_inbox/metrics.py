@@ -26,15 +26,21 @@ class Metrics:
             registry=self.registry,
         )
         self.tool_calls = Counter(
-            "stripe_inbox_tool_calls", "MCP tool calls by tool and outcome", ["tool", "outcome"],
+            "stripe_inbox_tool_calls",
+            "MCP tool calls by tool and outcome",
+            ["tool", "outcome"],
             registry=self.registry,
         )
         self.events = Gauge(
-            "stripe_inbox_events", "Events in the inbox by status and type", ["status", "type"],
+            "stripe_inbox_events",
+            "Events in the inbox by status and type",
+            ["status", "type"],
             registry=self.registry,
         )
         self.oldest_pending = Gauge(
-            "stripe_inbox_oldest_pending_age_seconds", "Age of the oldest pending event", registry=self.registry
+            "stripe_inbox_oldest_pending_age_seconds",
+            "Age of the oldest pending event",
+            registry=self.registry,
         )
 
     def record_delivery(self, result: str, status: int, seconds: float) -> None:
@@ -50,4 +56,3 @@ class Metrics:
             self.events.labels(status, event_type).set(count)
         self.oldest_pending.set(stats.oldest_pending_age_seconds or 0)
         return generate_latest(self.registry)
-

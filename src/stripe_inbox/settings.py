@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from .errors import ConfigError
 
@@ -48,9 +53,7 @@ class Settings(BaseSettings):
         default="https://api.stripe.com", validation_alias=AliasChoices("api_base", "STRIPE_API_BASE")
     )
     db: str = Field(default="./stripe-inbox.db", validation_alias=AliasChoices("db", "STRIPE_INBOX_DB"))
-    mcp_token: str | None = Field(
-        default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_MCP_TOKEN")
-    )
+    mcp_token: str | None = Field(default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_MCP_TOKEN"))
     events: list[str] = Field(default_factory=lambda: ["*"])
     lock_timeout_seconds: float = Field(default=5.0, gt=0)
     policy: Policy = Field(default_factory=Policy)

@@ -25,9 +25,7 @@ def verify(payload: bytes, header: str | None, secrets: list[str], now: float | 
         raise DeliveryRejected("invalid_payload", "the body is not UTF-8") from None
     timestamp = _timestamp(header)
     if not any(_matches(text, header, secret) for secret in secrets):
-        raise DeliveryRejected(
-            "invalid_signature", "no v1 signature matches any configured webhook secret"
-        )
+        raise DeliveryRejected("invalid_signature", "no v1 signature matches any configured webhook secret")
     skew = (time.time() if now is None else now) - timestamp
     if abs(skew) > TOLERANCE_SECONDS:
         direction = "old" if skew > 0 else "in the future"

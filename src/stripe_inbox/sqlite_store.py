@@ -131,8 +131,9 @@ class SQLiteStore:
             raise StoreUnavailable(f"the inbox database cannot be read: {error}") from error
 
     async def add_event(self, event: IncomingEvent, received_at: float) -> AddOutcome:
-        async with self._transaction() as db:
-            async with db.execute(
+        async with (
+            self._transaction() as db,
+            db.execute(
                 """
                 INSERT INTO events (id, type, created, livemode, customer, account, object_id, amount,
                                     currency, payload, received_at, last_delivery_at)
@@ -142,11 +143,22 @@ class SQLiteStore:
                 RETURNING deliveries
                 """,
                 (
-                    event.id, event.type, event.created, event.livemode, event.customer, event.account,
-                    event.object_id, event.amount, event.currency, event.payload, received_at, received_at,
+                    event.id,
+                    event.type,
+                    event.created,
+                    event.livemode,
+                    event.customer,
+                    event.account,
+                    event.object_id,
+                    event.amount,
+                    event.currency,
+                    event.payload,
+                    received_at,
+                    received_at,
                 ),
-            ) as cursor:
-                (deliveries,) = await cursor.fetchone()  # type: ignore[misc]
+            ) as cursor,
+        ):
+            (deliveries,) = await cursor.fetchone()  # type: ignore[misc]
         return "stored" if deliveries == 1 else "duplicate"
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
@@ -185,9 +197,7 @@ class SQLiteStore:
                 await _audit(db, at, audit, event_id, {"status": "acked", "outcome": outcome})
         return event, changed
 
-    async def set_classification(
-        self, event_id: str, classification: Classification, at: float, audit: Audit
-    ) -> None:
+    async def set_classification(self, event_id: str, classification: Classification, at: float, audit: Audit) -> None:
         async with self._transaction() as db:
             async with db.execute(
                 "UPDATE events SET classification = ? WHERE id = ?",
@@ -196,7 +206,11 @@ class SQLiteStore:
                 if cursor.rowcount != 1:
                     raise NotFound.event(event_id)
             await _audit(
-                db, at, audit, event_id, {"category": classification.category, "priority": classification.priority}
+                db,
+                at,
+                audit,
+                event_id,
+                {"category": classification.category, "priority": classification.priority},
             )
 
     async def add_ticket(
@@ -233,8 +247,13 @@ class SQLiteStore:
                 (notification_id,) = await cursor.fetchone()  # type: ignore[misc]
             await _audit(db, at, audit, event_id, {"notification_id": notification_id, "status": "sent"})
         return Notification(
-            id=notification_id, channel=channel, message=message, subject=subject, event_id=event_id,
-            status="sent", created_at=utc(at),
+            id=notification_id,
+            channel=channel,
+            message=message,
+            subject=subject,
+            event_id=event_id,
+            status="sent",
+            created_at=utc(at),
         )
 
     async def tickets(self, event_id: str) -> list[Ticket]:
@@ -252,7 +271,12 @@ class SQLiteStore:
         )
         return [
             Notification(
-                id=row[0], channel=row[1], message=row[2], subject=row[3], event_id=row[4], status=row[5],
+                id=row[0],
+                channel=row[1],
+                message=row[2],
+                subject=row[3],
+                event_id=row[4],
+                status=row[5],
                 created_at=utc(row[6]),
             )
             for row in rows
@@ -265,8 +289,13 @@ class SQLiteStore:
         )
         return [
             AuditEntry(
-                id=row[0], at=utc(row[1]), actor=row[2], action=row[3], event_id=row[4],
-                arguments=json.loads(row[5]), result=json.loads(row[6]),
+                id=row[0],
+                at=utc(row[1]),
+                actor=row[2],
+                action=row[3],
+                event_id=row[4],
+                arguments=json.loads(row[5]),
+                result=json.loads(row[6]),
             )
             for row in rows
         ]
@@ -351,9 +380,7 @@ def _event(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
 
 
 def _ticket(row: sqlite3.Row | tuple[Any, ...]) -> Ticket:
-    return Ticket(
-        id=row[0], event_id=row[1], title=row[2], body=row[3], priority=row[4], created_at=utc(row[5])
-    )
+    return Ticket(id=row[0], event_id=row[1], title=row[2], body=row[3], priority=row[4], created_at=utc(row[5]))
 
 
 async def _get_in(db: aiosqlite.Connection, event_id: str) -> StoredEvent:
@@ -371,4 +398,3 @@ async def _audit(
         "INSERT INTO audit (at, actor, action, event_id, arguments, result) VALUES (?, ?, ?, ?, ?, ?)",
         (at, audit.actor, audit.action, event_id, json.dumps(audit.arguments), json.dumps(result)),
     )
-
