@@ -10,8 +10,10 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 from stripe_inbox.mcp_server import PENDING_URI
@@ -71,18 +73,13 @@ async def test_trigger_then_pending_over_http_mcp(server: Server, tmp_path: Path
     assert 'stripe_inbox_tool_calls_total{outcome="ok",tool="ack_event"} 1.0' in metrics
 
 
-async def test_http_mcp_refuses_a_foreign_host_without_a_token(server: Server) -> None:
-    response = httpx.post(
-        server.mcp_url,
-        headers={
-            "Host": "evil.example",
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-        },
-        content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
-        timeout=10,
-    )
-    assert response.status_code == 421
+def test_http_mcp_refuses_foreign_hosts_and_origins_without_a_token(server: Server) -> None:
+    request = {"content": b'{"jsonrpc":"2.0","id":1,"method":"ping"}', "timeout": 10}
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    rebinding = httpx.post(server.mcp_url, headers={**headers, "Host": "evil.example"}, **request)
+    assert rebinding.status_code == 421
+    cross_site = httpx.post(server.mcp_url, headers={**headers, "Origin": "http://evil.example"}, **request)
+    assert cross_site.status_code == 403
     assert httpx.get(f"{server.url}/healthz", timeout=10).json() == {"status": "ok"}
 
 
@@ -244,3 +241,26 @@ def test_secret_never_reaches_output_or_the_database(server: Server, tmp_path: P
     run_cli("events", "list", env=env, cwd=tmp_path)
     assert SECRET not in "".join(server.output)
     assert SECRET.encode() not in (tmp_path / "inbox.db").read_bytes() + (tmp_path / "inbox.db-wal").read_bytes()
+
+
+async def test_mcp_token_is_required_when_set_and_the_ingress_needs_none(tmp_path: Path) -> None:
+    token = "s3cret-token-for-mcp"
+    db = tmp_path / "token.db"
+    running = start_server(db, tmp_path, cli_env(db, STRIPE_INBOX_MCP_TOKEN=token), "--host", "0.0.0.0")
+    try:
+        url = running.mcp_url.replace("0.0.0.0", "127.0.0.1")
+        body = {"content": b'{"jsonrpc":"2.0","id":1,"method":"ping"}', "timeout": 10}
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        assert httpx.post(url, headers=headers, **body).status_code == 401
+        wrong = httpx.post(url, headers={**headers, "Authorization": "Bearer not-it"}, **body)
+        assert wrong.status_code == 401
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
+            Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+        ):
+            assert (await client.call_tool("get_stats", {})).structured_content["total"] == 0
+        webhook = running.webhook_url.replace("0.0.0.0", "127.0.0.1")
+        assert " -> 200 " in run_cli("trigger", "invoice.paid", "--url", webhook, env=cli_env(db), cwd=tmp_path).stdout
+        assert token not in "".join(running.output)
+    finally:
+        stop_server(running)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -9,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import mcp.types as types
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
@@ -74,17 +77,33 @@ class ChangeNotifier:
                     break
 
 
+class StaticTokenVerifier:
+    """Accepts exactly the configured STRIPE_INBOX_MCP_TOKEN, compared in constant time."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if hmac.compare_digest(token.encode(), self._token):
+            return AccessToken(token=token, client_id="stripe-inbox", scopes=[])
+        return None
+
+
 class InboxServer(MCPServer):
     """An MCPServer over one inbox; `running()` must be open while it serves clients."""
 
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
         self.notifier = ChangeNotifier()
+        token = inbox.settings.mcp_token
         super().__init__(
             "stripe-inbox",
             title="Stripe event inbox",
             instructions=inbox.settings.policy.instructions,
             subscriptions=self.notifier.bus,
+            token_verifier=StaticTokenVerifier(token) if token else None,
+            # No OAuth server here: one shared bearer token; the issuer is a required placeholder.
+            auth=AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None) if token else None,
         )
 
     @asynccontextmanager
