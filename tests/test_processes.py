@@ -66,9 +66,18 @@ async def test_trigger_then_pending_over_http_mcp(server: Server, tmp_path: Path
         assert await pending_ids(client) == [event_id]
         classification = (await client.call_tool("classify", {"event_id": event_id})).structured_content
         assert classification["category"] == "payment_failed"
-        acked = await client.call_tool("ack_event", {"event_id": event_id, "outcome": "handled"})
+        ticket = await client.call_tool("create_ticket", {"event_id": event_id, "title": classification["summary"]})
+        assert ticket.structured_content["created"]
+        note = await client.call_tool(
+            "notify", {"channel": "log", "message": "billing: card declined", "event_id": event_id}
+        )
+        assert note.structured_content["status"] == "sent"
+        acked = await client.call_tool("ack_event", {"event_id": event_id, "outcome": "escalated"})
         assert acked.structured_content["status"] == "acked"
         assert await pending_ids(client) == []
+        detail = json.loads((await client.read_resource(f"stripe://events/{event_id}")).contents[0].text)
+        assert [a["action"] for a in detail["audit"]] == ["classify", "create_ticket", "notify", "ack_event"]
+    assert any("billing: card declined" in line for line in server.output)  # the log channel writes to stderr
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'stripe_inbox_tool_calls_total{outcome="ok",tool="ack_event"} 1.0' in metrics
 
