@@ -31,7 +31,13 @@ def test_headless_agent_drains_the_inbox(server: Server, tmp_path: Path) -> None
     acked = json.loads(run_cli("events", "list", "--status", "acked", "--json", env=env, cwd=tmp_path).stdout)
     dispute = next(e for e in acked["events"] if e["type"] == "charge.dispute.created")
     detail = json.loads(run_cli("events", "show", dispute["id"], "--json", env=env, cwd=tmp_path).stdout)
-    assert [a["action"] for a in detail["audit"]] == ["classify", "create_ticket", "notify", "ack_event"]
+    assert [a["action"] for a in detail["audit"]] == [
+        "classify",
+        "create_ticket",
+        "notify",
+        "deliver_notification",
+        "ack_event",
+    ]
     assert detail["tickets"][0]["priority"] == "urgent"
 
 

@@ -101,7 +101,14 @@ async def test_round_trip_with_audit_trail(server: InboxServer, inbox: Inbox, mo
                 {"channel": "log", "message": "failed payment", "event_id": event_id, "subject": "billing"},
             )
         )
-        assert note["status"] == "sent"
+        assert (note["status"], note["duplicate"]) == ("sent", False)
+        same = ok(
+            await client.call_tool(
+                "notify",
+                {"channel": "log", "message": "failed payment", "event_id": event_id, "subject": "billing"},
+            )
+        )
+        assert same["duplicate"] and same["notification"]["id"] == note["notification"]["id"]
 
         acked = ok(
             await client.call_tool("ack_event", {"event_id": event_id, "outcome": "escalated", "note": "ticket opened"})
@@ -123,9 +130,12 @@ async def test_round_trip_with_audit_trail(server: InboxServer, inbox: Inbox, mo
             ("mcp", "classify"),
             ("mcp", "create_ticket"),
             ("mcp", "notify"),
+            ("outbox", "deliver_notification"),
             ("mcp", "ack_event"),
         ]
-        assert detail["audit"][3]["arguments"] == {
+        assert detail["audit"][3]["result"]["status"] == "sent"
+        assert detail["notifications"][0]["delivery"]["attempts"] == 1
+        assert detail["audit"][4]["arguments"] == {
             "event_id": event_id,
             "outcome": "escalated",
             "note": "ticket opened",

@@ -76,7 +76,13 @@ async def test_trigger_then_pending_over_http_mcp(server: Server, tmp_path: Path
         assert acked.structured_content["status"] == "acked"
         assert await pending_ids(client) == []
         detail = json.loads((await client.read_resource(f"stripe://events/{event_id}")).contents[0].text)
-        assert [a["action"] for a in detail["audit"]] == ["classify", "create_ticket", "notify", "ack_event"]
+        assert [a["action"] for a in detail["audit"]] == [
+            "classify",
+            "create_ticket",
+            "notify",
+            "deliver_notification",
+            "ack_event",
+        ]
     assert any("billing: card declined" in line for line in server.output)  # the log channel writes to stderr
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'stripe_inbox_tool_calls_total{outcome="ok",tool="ack_event"} 1.0' in metrics

@@ -88,13 +88,13 @@ async def test_ack_once_with_audit_in_the_same_transaction(store: Store) -> None
 async def test_tickets_are_idempotent_per_event_and_title(store: Store) -> None:
     event = incoming()
     await store.add_event(event, time.time())
-    first, created = await store.add_ticket(event.id, "Card declined", "body", "high", 1.0, AUDIT)
-    second, created_again = await store.add_ticket(event.id, "Card declined", "other", "low", 2.0, AUDIT)
-    third, _ = await store.add_ticket(event.id, "Another", "", "normal", 3.0, AUDIT)
+    first, created = await store.add_ticket(event.id, "Card declined", "body", "high", None, 1.0, AUDIT)
+    second, created_again = await store.add_ticket(event.id, "Card declined", "other", "low", None, 2.0, AUDIT)
+    third, _ = await store.add_ticket(event.id, "Another", "", "normal", None, 3.0, AUDIT)
     assert created and not created_again and first == second and third.id != first.id
     assert [t.title for t in await store.tickets(event.id)] == ["Card declined", "Another"]
     with pytest.raises(NotFound):
-        await store.add_ticket("evt_missing", "x", "", "low", 1.0, AUDIT)
+        await store.add_ticket("evt_missing", "x", "", "low", None, 1.0, AUDIT)
 
 
 async def test_classification_and_notifications_are_kept(store: Store) -> None:
@@ -105,8 +105,11 @@ async def test_classification_and_notifications_are_kept(store: Store) -> None:
     )
     await store.set_classification(event.id, classification, 1.0, AUDIT)
     assert (await store.get_event(event.id)).stored_classification() == classification  # type: ignore[union-attr]
-    note = await store.add_notification("log", "hello", "subj", event.id, 2.0, AUDIT)
+    note, created = await store.add_notification("log", "hello", "subj", None, event.id, "key-1", 2.0, AUDIT)
+    same, created_again = await store.add_notification("log", "hello", "subj", None, event.id, "key-1", 3.0, AUDIT)
+    assert created and not created_again and same == note
     assert (await store.notifications(event.id)) == [note]
+    assert (note.delivery.status, note.delivery.attempts) == ("queued", 0)
     assert len(await store.audit_trail(event.id)) == 2
     with pytest.raises(NotFound):
         await store.set_classification("evt_missing", classification, 1.0, AUDIT)
@@ -116,7 +119,8 @@ async def test_counts_oldest_pending_and_prune(store: Store) -> None:
     old, recent, pending = incoming("invoice.paid"), incoming("invoice.paid"), incoming("charge.refunded")
     for event in (old, recent, pending):
         await store.add_event(event, 50.0)
-    await store.add_ticket(old.id, "t", "", "low", 1.0, AUDIT)
+    await store.add_ticket(old.id, "t", "", "low", "github", 1.0, AUDIT)
+    await store.add_notification("log", "m", None, None, old.id, "key-old", 1.0, AUDIT)
     await store.ack(old.id, "handled", None, 100.0, AUDIT)
     await store.ack(recent.id, "handled", None, 300.0, AUDIT)
     assert sorted(await store.counts()) == [("acked", "invoice.paid", 2), ("pending", "charge.refunded", 1)]
@@ -124,6 +128,7 @@ async def test_counts_oldest_pending_and_prune(store: Store) -> None:
     assert await store.prune(acked_before=200.0) == 1
     assert await store.get_event(old.id) is None
     assert await store.tickets(old.id) == [] and await store.audit_trail(old.id) == []
+    assert await store.notifications(old.id) == [] and await store.next_delivery_at() is None
     assert await store.get_event(recent.id) is not None and await store.get_event(pending.id) is not None
 
 
@@ -167,3 +172,42 @@ def test_incoming_event_facts() -> None:
     parsed = IncomingEvent.parse(json.dumps(event).encode())
     assert (parsed.customer, parsed.account, parsed.object_id) == ("cus_9", "acct_123", "ch_1")
     assert (parsed.amount, parsed.currency) == (500, "jpy")
+
+
+async def test_outbox_claims_leases_retries_and_finishes(store: Store) -> None:
+    event = incoming()
+    await store.add_event(event, time.time())
+    note, _ = await store.add_notification("log", "hi", None, None, event.id, "k", 10.0, AUDIT)
+    ticket, _ = await store.add_ticket(event.id, "T", "", "high", "github", 10.0, AUDIT)
+    assert ticket.tracker == "github" and ticket.delivery is not None and ticket.delivery.status == "queued"
+    assert await store.next_delivery_at() == 10.0
+
+    (mine,) = await store.claim_deliveries(now=20.0, lease_seconds=30, limit=10, of=("notification", note.id))
+    assert (mine.kind, mine.target, mine.attempts) == ("notification", "log", 1)
+    assert mine.notification is not None and mine.notification.message == "hi"
+    assert mine.notification.delivery.status == "sending" and mine.event is not None and mine.event.id == event.id
+    assert await store.claim_deliveries(now=20.0, lease_seconds=30, limit=10, of=("notification", note.id)) == []
+    (other,) = await store.claim_deliveries(now=20.0, lease_seconds=30, limit=10)  # only the ticket is free
+    assert other.kind == "ticket" and other.ticket is not None and other.ticket.id == ticket.id
+    assert await store.claim_deliveries(now=40.0, lease_seconds=30, limit=10) == []  # both leased until 50
+
+    await store.finish_delivery(mine, "queued", "HTTP 503", 100.0, 21.0)
+    retried = (await store.notifications(event.id))[0].delivery
+    assert (retried.status, retried.attempts, retried.reason) == ("queued", 1, "HTTP 503")
+    assert await store.next_delivery_at() == 50.0  # the ticket's lease lapses first
+    (lapsed,) = await store.claim_deliveries(now=60.0, lease_seconds=30, limit=10)  # its sender died
+    assert (lapsed.kind, lapsed.attempts) == ("ticket", 2)
+    await store.finish_delivery(lapsed, "sent", None, None, 61.0, tracker_id="#7", tracker_url="https://t/7")
+    (again,) = await store.claim_deliveries(now=100.0, lease_seconds=30, limit=10)
+    await store.finish_delivery(again, "failed", "HTTP 404", None, 101.0)
+
+    assert await store.next_delivery_at() is None
+    assert await store.delivery_counts() == {"queued": 0, "sending": 0, "sent": 1, "failed": 1}
+    forwarded = (await store.tickets(event.id))[0]
+    assert (forwarded.tracker_id, forwarded.tracker_url, forwarded.delivery.status) == (  # type: ignore[union-attr]
+        "#7",
+        "https://t/7",
+        "sent",
+    )
+    finals = [(a.action, a.result["status"], a.result["attempts"]) for a in (await store.audit_trail(event.id))[2:]]
+    assert finals == [("deliver_ticket", "sent", 2), ("deliver_notification", "failed", 2)]

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from .errors import DeliveryRejected, StoreUnavailable
-from .inbox import Inbox, stats_from
+from .inbox import Inbox
 from .mcp_server import InboxServer
 from .metrics import CONTENT_TYPE, Metrics
 
@@ -79,8 +79,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
 
     async def metrics_endpoint(request: Request) -> Response:
         counts = await inbox.store.counts()
-        stats = stats_from(counts, await inbox.store.oldest_pending(), time.time())
-        return Response(metrics.render(counts, stats), media_type=CONTENT_TYPE)
+        return Response(metrics.render(counts, await inbox.stats()), media_type=CONTENT_TYPE)
 
     routes: list[Route | Mount] = [
         Route("/webhooks/stripe", webhook, methods=["POST"]),

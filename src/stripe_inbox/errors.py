@@ -33,3 +33,11 @@ class NotFound(InboxError):
 
 class InvalidArgument(InboxError):
     """An argument from a tool call or command line is out of its domain."""
+
+
+class DeliveryFailed(InboxError):
+    """A channel or tracker did not take a message; `permanent` when retrying cannot help."""
+
+    def __init__(self, reason: str, permanent: bool) -> None:
+        super().__init__(reason)
+        self.permanent = permanent

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import math
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +13,7 @@ from typing import Literal
 import anyio
 
 from . import signature
+from .channels import recipient_for
 from .classify import classify
 from .errors import InvalidArgument, NotFound
 from .events import EventFilter, IncomingEvent
@@ -24,20 +25,18 @@ from .models import (
     Classification,
     EventDetail,
     EventPage,
-    Notification,
+    NotifyResult,
     Stats,
     TicketResult,
     WaitResult,
     utc,
 )
+from .outbox import Outbox
 from .settings import Settings
 from .store import Audit, EventQuery, Store, StoredEvent, open_store
 
-log = logging.getLogger("stripe_inbox")
-
 MAX_PAGE = 100
 MAX_WAIT_SECONDS = 300
-CHANNELS = ("log",)
 DeliveryResult = Literal["stored", "duplicate", "filtered"]
 
 
@@ -53,6 +52,7 @@ class Inbox:
         self.settings = settings
         self.secrets = settings.webhook_secrets
         self.filter = EventFilter(settings.events)
+        self.outbox = Outbox(store, settings)
         self._changed = anyio.Event()
 
     # -- ingress ---------------------------------------------------------------------------------
@@ -122,7 +122,8 @@ class Inbox:
         )
 
     async def stats(self) -> Stats:
-        return stats_from(await self.store.counts(), await self.store.oldest_pending(), time.time())
+        counts, oldest = await self.store.counts(), await self.store.oldest_pending()
+        return _stats(counts, oldest, time.time(), await self.store.delivery_counts())
 
     async def wait_for_events(self, timeout_seconds: float = 30, type: str | None = None) -> WaitResult:
         """Pending events of `type` as soon as there are any, or an empty result after the timeout."""
@@ -153,29 +154,57 @@ class Inbox:
         if not title:
             raise InvalidArgument("title must not be empty")
         _check_choice("priority", priority, PRIORITIES)
+        tracker = self.settings.tickets.type if self.settings.tickets else None
         audit = Audit(actor, "create_ticket", {"event_id": event_id, "title": title, "priority": priority})
         ticket, created = await self.store.add_ticket(
             event_id,
             title,
             body,
             priority,
+            tracker,
             time.time(),
             audit,  # type: ignore[arg-type]
         )
+        if created and tracker:
+            await self.outbox.deliver_now("ticket", ticket.id)
+            ticket = await self.store.ticket(ticket.id)
         self.signal_change()
         return TicketResult(ticket=ticket, created=created)
 
     async def notify(
-        self, channel: str, message: str, event_id: str | None, subject: str | None, actor: str
-    ) -> Notification:
-        _check_choice("channel", channel, CHANNELS, what="configured channels")
+        self,
+        channel: str,
+        message: str,
+        event_id: str | None,
+        subject: str | None,
+        actor: str,
+        idempotency_key: str | None = None,
+    ) -> NotifyResult:
+        channels = self.settings.all_channels
+        _check_choice("channel", channel, tuple(channels), what="configured channels")
         if not message.strip():
             raise InvalidArgument("message must not be empty")
+        event = (await self.event(event_id)).body() if event_id is not None else None
+        recipient = recipient_for(channels[channel], event)
+        # The same call made twice (an agent retrying) sends once.
+        key = (
+            idempotency_key
+            or hashlib.sha256("\0".join((event_id or "", channel, subject or "", message)).encode()).hexdigest()
+        )
         audit = Audit(actor, "notify", {"channel": channel, "event_id": event_id, "subject": subject})
-        notification = await self.store.add_notification(channel, message, subject, event_id, time.time(), audit)
-        log.info("notify channel=%s event=%s subject=%r: %s", channel, event_id, subject, message)
+        notification, created = await self.store.add_notification(
+            channel, message, subject, recipient, event_id, key, time.time(), audit
+        )
+        if created:
+            await self.outbox.deliver_now("notification", notification.id)
+            notification = await self.store.notification(notification.id)
         self.signal_change()
-        return notification
+        return NotifyResult(
+            status="queued" if notification.delivery.status == "sending" else notification.delivery.status,
+            reason=notification.delivery.reason,
+            duplicate=not created,
+            notification=notification,
+        )
 
     async def ack(self, event_id: str, outcome: str, note: str | None, actor: str) -> AckResult:
         _check_choice("outcome", outcome, OUTCOMES)
@@ -223,7 +252,9 @@ class Inbox:
                 self.signal_change()
 
 
-def stats_from(counts: list[tuple[str, str, int]], oldest_pending: float | None, now: float) -> Stats:
+def _stats(
+    counts: list[tuple[str, str, int]], oldest_pending: float | None, now: float, actions: dict[str, int]
+) -> Stats:
     by_status = dict.fromkeys(STATUSES, 0)
     by_type: dict[str, int] = {}
     for status, event_type, count in counts:
@@ -234,6 +265,7 @@ def stats_from(counts: list[tuple[str, str, int]], oldest_pending: float | None,
         by_status=by_status,
         by_type=by_type,
         oldest_pending_age_seconds=None if oldest_pending is None else round(now - oldest_pending, 3),
+        actions=actions,
     )
 
 

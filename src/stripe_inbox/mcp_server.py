@@ -28,7 +28,7 @@ from .models import (
     Classification,
     EventDetail,
     EventPage,
-    Notification,
+    NotifyResult,
     Outcome,
     Priority,
     Stats,
@@ -108,7 +108,8 @@ class InboxServer(MCPServer):
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Notice changes made by other processes, and tell subscribed clients about every change."""
+        """Notice changes made by other processes, tell subscribed clients about every change, and
+        deliver the outbox."""
 
         async def publish() -> None:
             async for _ in self.inbox.changes():
@@ -117,6 +118,7 @@ class InboxServer(MCPServer):
         async with anyio.create_task_group() as group:
             group.start_soon(self.inbox.watch_other_processes)
             group.start_soon(publish)
+            group.start_soon(self.inbox.outbox.run)
             yield
             group.cancel_scope.cancel()
 
@@ -229,16 +231,24 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
         await notifier.updated(event_uri(event_id))
         return result
 
-    @server.tool()
+    channels = ", ".join(inbox.settings.all_channels)
+
+    @server.tool(
+        description=(
+            f"Send a notification through a configured channel ({channels}), optionally about an event. "
+            "Answers at once: sent, queued (retried in the background, with the reason) or failed. "
+            "The same call repeated, or the same idempotency_key, sends once."
+        )
+    )
     async def notify(
-        channel: Annotated[str, Field(description="a configured channel, e.g. 'log'")],
+        channel: Annotated[str, Field(description="a configured channel; the tool description lists them")],
         message: str,
         event_id: str | None = None,
         subject: str | None = None,
-    ) -> Notification:
-        """Send a notification through a configured channel, optionally about an event."""
+        idempotency_key: str | None = None,
+    ) -> NotifyResult:
         with _tool_errors():
-            result = await inbox.notify(channel, message, event_id, subject, ACTOR)
+            result = await inbox.notify(channel, message, event_id, subject, ACTOR, idempotency_key)
         if event_id:
             await notifier.updated(event_uri(event_id))
         return result

@@ -37,6 +37,12 @@ class Metrics:
             ["status", "type"],
             registry=self.registry,
         )
+        self.actions = Gauge(
+            "stripe_inbox_actions",
+            "Notifications and forwarded tickets by delivery state",
+            ["state"],
+            registry=self.registry,
+        )
         self.oldest_pending = Gauge(
             "stripe_inbox_oldest_pending_age_seconds",
             "Age of the oldest pending event",
@@ -54,5 +60,7 @@ class Metrics:
         self.events.clear()
         for status, event_type, count in counts:
             self.events.labels(status, event_type).set(count)
+        for state, count in stats.actions.items():
+            self.actions.labels(state).set(count)
         self.oldest_pending.set(stats.oldest_pending_age_seconds or 0)
         return generate_latest(self.registry)

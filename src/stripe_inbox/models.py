@@ -63,6 +63,19 @@ class Classification(BaseModel):
     suggested_actions: list[SuggestedAction]
 
 
+DeliveryStatus = Literal["queued", "sending", "sent", "failed"]
+
+
+class DeliveryState(BaseModel):
+    """Where an outgoing action stands in the outbox."""
+
+    status: DeliveryStatus
+    attempts: int
+    reason: str | None = Field(default=None, description="why the last attempt did not succeed")
+    next_attempt_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 class Ticket(BaseModel):
     id: int
     event_id: str
@@ -70,6 +83,10 @@ class Ticket(BaseModel):
     body: str
     priority: Priority
     created_at: datetime
+    tracker: str | None = Field(default=None, description="the tracker it is forwarded to, if one is configured")
+    tracker_id: str | None = None
+    tracker_url: str | None = None
+    delivery: DeliveryState | None = Field(default=None, description="forwarding to the tracker")
 
 
 class TicketResult(BaseModel):
@@ -82,9 +99,17 @@ class Notification(BaseModel):
     channel: str
     message: str
     subject: str | None = None
+    recipient: str | None = None
     event_id: str | None = None
-    status: Literal["sent", "queued", "failed"]
     created_at: datetime
+    delivery: DeliveryState
+
+
+class NotifyResult(BaseModel):
+    status: DeliveryStatus = Field(description="sent, queued (retried in the background) or failed")
+    reason: str | None = Field(default=None, description="why it is queued or failed")
+    duplicate: bool = Field(description="true when this exact notification was already made; it is not sent again")
+    notification: Notification
 
 
 class AuditEntry(BaseModel):
@@ -133,6 +158,7 @@ class Stats(BaseModel):
     by_status: dict[str, int]
     by_type: dict[str, int]
     oldest_pending_age_seconds: float | None
+    actions: dict[str, int] = Field(description="notifications and forwarded tickets by delivery state")
 
 
 class PruneResult(BaseModel):

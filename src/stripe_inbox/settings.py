@@ -16,7 +16,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .channels import ChannelConfig, LogChannel
 from .errors import ConfigError
+from .trackers import TrackerConfig
 
 DEFAULT_CONFIG_FILE = "stripe-inbox.toml"
 SECRET_PATTERN = re.compile(r"whsec_[A-Za-z0-9+/=_-]{8,}")
@@ -40,6 +42,16 @@ class Policy(BaseModel):
     instructions: str = DEFAULT_INSTRUCTIONS
 
 
+class OutboxPolicy(BaseModel):
+    """How undelivered notifications and tickets are retried: exponential backoff, bounded attempts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_max_seconds: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", populate_by_name=True, env_prefix="")
 
@@ -57,6 +69,9 @@ class Settings(BaseSettings):
     events: list[str] = Field(default_factory=lambda: ["*"])
     lock_timeout_seconds: float = Field(default=5.0, gt=0)
     policy: Policy = Field(default_factory=Policy)
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    tickets: TrackerConfig | None = None
+    outbox: OutboxPolicy = Field(default_factory=OutboxPolicy)
 
     _toml_file: ClassVar[Path | None] = None
 
@@ -78,6 +93,19 @@ class Settings(BaseSettings):
                     "'invoice.paid', or a prefix such as 'invoice.*'"
                 )
         return patterns
+
+    @field_validator("channels")
+    @classmethod
+    def _check_channel_names(cls, channels: dict[str, ChannelConfig]) -> dict[str, ChannelConfig]:
+        for name in channels:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+                raise ValueError(f"{name!r} is not a channel name: use lower-case letters, digits, '-' and '_'")
+        return channels
+
+    @property
+    def all_channels(self) -> dict[str, ChannelConfig]:
+        """The configured channels, and `log`, which is always there."""
+        return {"log": LogChannel(), **self.channels}
 
     @classmethod
     def settings_customise_sources(

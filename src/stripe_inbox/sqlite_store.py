@@ -14,8 +14,18 @@ import anyio
 
 from .errors import NotFound, StoreUnavailable
 from .events import IncomingEvent
-from .models import AuditEntry, Classification, Notification, Outcome, Priority, Ticket, utc
-from .store import AddOutcome, Audit, EventQuery, StoredEvent
+from .models import (
+    AuditEntry,
+    Classification,
+    DeliveryState,
+    DeliveryStatus,
+    Notification,
+    Outcome,
+    Priority,
+    Ticket,
+    utc,
+)
+from .store import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 
 MIGRATIONS = [
     """
@@ -51,6 +61,8 @@ MIGRATIONS = [
         body TEXT NOT NULL,
         priority TEXT NOT NULL,
         created_at REAL NOT NULL,
+        tracker_id TEXT,
+        tracker_url TEXT,
         UNIQUE (event_id, title)
     );
     CREATE TABLE notifications (
@@ -59,10 +71,27 @@ MIGRATIONS = [
         channel TEXT NOT NULL,
         subject TEXT,
         message TEXT NOT NULL,
-        status TEXT NOT NULL,
+        recipient TEXT,
+        idempotency_key TEXT NOT NULL UNIQUE,
         created_at REAL NOT NULL
     );
     CREATE INDEX notifications_event ON notifications (event_id);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('notification', 'ticket')),
+        ref_id INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        event_id TEXT,
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until REAL,
+        reason TEXT,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        UNIQUE (kind, ref_id)
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
     CREATE TABLE audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at REAL NOT NULL,
@@ -214,73 +243,127 @@ class SQLiteStore:
             )
 
     async def add_ticket(
-        self, event_id: str, title: str, body: str, priority: Priority, at: float, audit: Audit
+        self, event_id: str, title: str, body: str, priority: Priority, tracker: str | None, at: float, audit: Audit
     ) -> tuple[Ticket, bool]:
         async with self._transaction() as db:
             await _get_in(db, event_id)
             async with db.execute(
                 "INSERT INTO tickets (event_id, title, body, priority, created_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (event_id, title) DO NOTHING",
+                "ON CONFLICT (event_id, title) DO NOTHING RETURNING id",
                 (event_id, title, body, priority, at),
             ) as cursor:
-                created = cursor.rowcount == 1
-            async with db.execute(
-                "SELECT id, event_id, title, body, priority, created_at FROM tickets WHERE event_id = ? AND title = ?",
-                (event_id, title),
-            ) as cursor:
-                ticket = _ticket(await cursor.fetchone())  # type: ignore[arg-type]
-            if created:
-                await _audit(db, at, audit, event_id, {"ticket_id": ticket.id, "created": True})
-        return ticket, created
+                row = await cursor.fetchone()
+            if row is not None:
+                if tracker is not None:
+                    await _queue(db, "ticket", row[0], tracker, event_id, at)
+                await _audit(db, at, audit, event_id, {"ticket_id": row[0], "tracker": tracker})
+            (ticket,) = await _tickets(db, "t.event_id = ? AND t.title = ?", (event_id, title))
+        return ticket, row is not None
 
     async def add_notification(
-        self, channel: str, message: str, subject: str | None, event_id: str | None, at: float, audit: Audit
-    ) -> Notification:
+        self,
+        channel: str,
+        message: str,
+        subject: str | None,
+        recipient: str | None,
+        event_id: str | None,
+        idempotency_key: str,
+        at: float,
+        audit: Audit,
+    ) -> tuple[Notification, bool]:
         async with self._transaction() as db:
             if event_id is not None:
                 await _get_in(db, event_id)
             async with db.execute(
-                "INSERT INTO notifications (event_id, channel, subject, message, status, created_at) "
-                "VALUES (?, ?, ?, ?, 'sent', ?) RETURNING id",
-                (event_id, channel, subject, message, at),
+                "INSERT INTO notifications (event_id, channel, subject, message, recipient, idempotency_key, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                (event_id, channel, subject, message, recipient, idempotency_key, at),
             ) as cursor:
-                (notification_id,) = await cursor.fetchone()  # type: ignore[misc]
-            await _audit(db, at, audit, event_id, {"notification_id": notification_id, "status": "sent"})
-        return Notification(
-            id=notification_id,
-            channel=channel,
-            message=message,
-            subject=subject,
-            event_id=event_id,
-            status="sent",
-            created_at=utc(at),
+                row = await cursor.fetchone()
+            if row is not None:
+                await _queue(db, "notification", row[0], channel, event_id, at)
+                await _audit(db, at, audit, event_id, {"notification_id": row[0], "queued": True})
+            (notification,) = await _notifications(db, "n.idempotency_key = ?", (idempotency_key,))
+        return notification, row is not None
+
+    async def claim_deliveries(
+        self, now: float, lease_seconds: float, limit: int, of: tuple[DeliveryKind, int] | None = None
+    ) -> list[Delivery]:
+        if of is None:
+            chosen = (
+                "SELECT id FROM deliveries WHERE (status = 'queued' AND next_attempt_at <= :now) "
+                "OR (status = 'sending' AND lease_until < :now) ORDER BY next_attempt_at LIMIT :limit"
+            )
+        else:
+            chosen = "SELECT id FROM deliveries WHERE kind = :kind AND ref_id = :ref_id AND status = 'queued'"
+        kind, ref_id = of or (None, None)
+        async with self._transaction() as db:
+            async with db.execute(
+                f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = :now + :lease "
+                f"WHERE id IN ({chosen}) RETURNING id, kind, ref_id, target, event_id, attempts",
+                {"now": now, "lease": lease_seconds, "limit": limit, "kind": kind, "ref_id": ref_id},
+            ) as cursor:
+                claimed = list(await cursor.fetchall())
+            deliveries = []
+            for delivery_id_, kind, ref_id, target, event_id, attempts in claimed:
+                notifications = await _notifications(db, "n.id = ?", (ref_id,)) if kind == "notification" else [None]
+                tickets = await _tickets(db, "t.id = ?", (ref_id,)) if kind == "ticket" else [None]
+                event = await _get_in(db, event_id) if event_id is not None else None
+                deliveries.append(Delivery(delivery_id_, kind, target, attempts, notifications[0], tickets[0], event))
+        return deliveries
+
+    async def finish_delivery(
+        self,
+        delivery: Delivery,
+        status: DeliveryStatus,
+        reason: str | None,
+        next_attempt_at: float | None,
+        at: float,
+        tracker_id: str | None = None,
+        tracker_url: str | None = None,
+    ) -> None:
+        final = status in ("sent", "failed")
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE deliveries SET status = ?, reason = ?, next_attempt_at = coalesce(?, next_attempt_at), "
+                "lease_until = NULL, finished_at = ? WHERE id = ?",
+                (status, reason, next_attempt_at, at if final else None, delivery.id),
+            )
+            if delivery.ticket is not None and (tracker_id or tracker_url):
+                await db.execute(
+                    "UPDATE tickets SET tracker_id = ?, tracker_url = ? WHERE id = ?",
+                    (tracker_id, tracker_url, delivery.ticket.id),
+                )
+            if final:
+                ref = delivery.notification or delivery.ticket
+                await _audit(
+                    db,
+                    at,
+                    Audit("outbox", f"deliver_{delivery.kind}", {"id": ref.id if ref else None, "to": delivery.target}),
+                    delivery.event.id if delivery.event else None,
+                    {"status": status, "attempts": delivery.attempts, "reason": reason, "tracker_url": tracker_url},
+                )
+
+    async def next_delivery_at(self) -> float | None:
+        rows = await self._read(
+            "SELECT min(CASE status WHEN 'queued' THEN next_attempt_at ELSE lease_until END) FROM deliveries "
+            "WHERE status IN ('queued', 'sending')"
         )
+        return rows[0][0]
+
+    async def notification(self, notification_id: int) -> Notification:
+        (notification,) = await _notifications(self._reader, "n.id = ?", (notification_id,))
+        return notification
+
+    async def ticket(self, ticket_id: int) -> Ticket:
+        (ticket,) = await _tickets(self._reader, "t.id = ?", (ticket_id,))
+        return ticket
 
     async def tickets(self, event_id: str) -> list[Ticket]:
-        rows = await self._read(
-            "SELECT id, event_id, title, body, priority, created_at FROM tickets WHERE event_id = ? ORDER BY id",
-            (event_id,),
-        )
-        return [_ticket(row) for row in rows]
+        return await _tickets(self._reader, "t.event_id = ?", (event_id,))
 
     async def notifications(self, event_id: str) -> list[Notification]:
-        rows = await self._read(
-            "SELECT id, channel, message, subject, event_id, status, created_at FROM notifications "
-            "WHERE event_id = ? ORDER BY id",
-            (event_id,),
-        )
-        return [
-            Notification(
-                id=row[0],
-                channel=row[1],
-                message=row[2],
-                subject=row[3],
-                event_id=row[4],
-                status=row[5],
-                created_at=utc(row[6]),
-            )
-            for row in rows
-        ]
+        return await _notifications(self._reader, "n.event_id = ?", (event_id,))
 
     async def audit_trail(self, event_id: str) -> list[AuditEntry]:
         rows = await self._read(
@@ -308,10 +391,15 @@ class SQLiteStore:
         rows = await self._read("SELECT min(received_at) FROM events WHERE status = 'pending'")
         return rows[0][0]
 
+    async def delivery_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("queued", "sending", "sent", "failed"), 0)
+        counts.update(dict(await self._read("SELECT status, count(*) FROM deliveries GROUP BY status")))
+        return counts
+
     async def prune(self, acked_before: float) -> int:
         async with self._transaction() as db:
             doomed = "SELECT id FROM events WHERE status = 'acked' AND acked_at < ?"
-            for table in ("tickets", "notifications", "audit"):
+            for table in ("deliveries", "tickets", "notifications", "audit"):
                 await db.execute(f"DELETE FROM {table} WHERE event_id IN ({doomed})", (acked_before,))
             async with db.execute(
                 "DELETE FROM events WHERE status = 'acked' AND acked_at < ?", (acked_before,)
@@ -379,8 +467,76 @@ def _event(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
     return StoredEvent(*values)
 
 
-def _ticket(row: sqlite3.Row | tuple[Any, ...]) -> Ticket:
-    return Ticket(id=row[0], event_id=row[1], title=row[2], body=row[3], priority=row[4], created_at=utc(row[5]))
+TICKET_SELECT = (
+    "SELECT t.id, t.event_id, t.title, t.body, t.priority, t.created_at, t.tracker_id, t.tracker_url, "
+    "{delivery} FROM tickets t LEFT JOIN deliveries d ON d.kind = 'ticket' AND d.ref_id = t.id"
+)
+NOTIFICATION_SELECT = (
+    "SELECT n.id, n.channel, n.message, n.subject, n.recipient, n.event_id, n.created_at, {delivery} "
+    "FROM notifications n JOIN deliveries d ON d.kind = 'notification' AND d.ref_id = n.id"
+)
+DELIVERY_COLUMNS = "d.target, d.status, d.attempts, d.reason, d.next_attempt_at, d.finished_at"
+
+
+async def _tickets(db: aiosqlite.Connection, where: str, parameters: tuple[Any, ...]) -> list[Ticket]:
+    sql = f"{TICKET_SELECT.format(delivery=DELIVERY_COLUMNS)} WHERE {where} ORDER BY t.id"
+    async with db.execute(sql, parameters) as cursor:
+        rows = await cursor.fetchall()
+    return [
+        Ticket(
+            id=row[0],
+            event_id=row[1],
+            title=row[2],
+            body=row[3],
+            priority=row[4],
+            created_at=utc(row[5]),
+            tracker_id=row[6],
+            tracker_url=row[7],
+            tracker=row[8],
+            delivery=None if row[8] is None else _delivery_state(row[9:]),
+        )
+        for row in rows
+    ]
+
+
+async def _notifications(db: aiosqlite.Connection, where: str, parameters: tuple[Any, ...]) -> list[Notification]:
+    sql = f"{NOTIFICATION_SELECT.format(delivery=DELIVERY_COLUMNS)} WHERE {where} ORDER BY n.id"
+    async with db.execute(sql, parameters) as cursor:
+        rows = await cursor.fetchall()
+    return [
+        Notification(
+            id=row[0],
+            channel=row[1],
+            message=row[2],
+            subject=row[3],
+            recipient=row[4],
+            event_id=row[5],
+            created_at=utc(row[6]),
+            delivery=_delivery_state(row[8:]),
+        )
+        for row in rows
+    ]
+
+
+def _delivery_state(row: tuple[Any, ...]) -> DeliveryState:
+    status, attempts, reason, next_attempt_at, finished_at = row
+    return DeliveryState(
+        status=status,
+        attempts=attempts,
+        reason=reason,
+        next_attempt_at=utc(next_attempt_at) if status == "queued" else None,
+        finished_at=utc(finished_at),
+    )
+
+
+async def _queue(
+    db: aiosqlite.Connection, kind: str, ref_id: int, target: str, event_id: str | None, at: float
+) -> None:
+    await db.execute(
+        "INSERT INTO deliveries (kind, ref_id, target, event_id, next_attempt_at, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (kind, ref_id, target, event_id, at, at),
+    )
 
 
 async def _get_in(db: aiosqlite.Connection, event_id: str) -> StoredEvent:

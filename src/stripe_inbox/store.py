@@ -10,6 +10,7 @@ from .events import IncomingEvent, format_amount
 from .models import (
     AuditEntry,
     Classification,
+    DeliveryStatus,
     EventState,
     EventSummary,
     Notification,
@@ -22,6 +23,7 @@ from .models import (
 from .settings import is_postgres_url
 
 AddOutcome = Literal["stored", "duplicate"]
+DeliveryKind = Literal["notification", "ticket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,19 @@ class Audit:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """An outgoing action claimed from the outbox: a notification, or a ticket to forward."""
+
+    id: int
+    kind: DeliveryKind
+    target: str  # the channel or tracker
+    attempts: int  # counting the one now being made
+    notification: Notification | None
+    ticket: Ticket | None
+    event: StoredEvent | None
+
+
+@dataclass(frozen=True, slots=True)
 class EventQuery:
     status: Status | None = "pending"
     type: str | None = None
@@ -118,14 +133,51 @@ class Store(Protocol):
     ) -> None: ...
 
     async def add_ticket(
-        self, event_id: str, title: str, body: str, priority: Priority, at: float, audit: Audit
+        self, event_id: str, title: str, body: str, priority: Priority, tracker: str | None, at: float, audit: Audit
     ) -> tuple[Ticket, bool]:
-        """Create the ticket, or return the one this event already has with this title (False)."""
+        """Create the ticket (queued for `tracker` if given), or return the one this event already has with
+        this title (False)."""
         ...
 
     async def add_notification(
-        self, channel: str, message: str, subject: str | None, event_id: str | None, at: float, audit: Audit
-    ) -> Notification: ...
+        self,
+        channel: str,
+        message: str,
+        subject: str | None,
+        recipient: str | None,
+        event_id: str | None,
+        idempotency_key: str,
+        at: float,
+        audit: Audit,
+    ) -> tuple[Notification, bool]:
+        """Queue a notification, or return the one already made with this idempotency key (False)."""
+        ...
+
+    async def claim_deliveries(
+        self, now: float, lease_seconds: float, limit: int, of: tuple[DeliveryKind, int] | None = None
+    ) -> list[Delivery]:
+        """Take due deliveries (or the queued one `of` a notification or ticket) for `lease_seconds`;
+        a lease that lapses frees them again."""
+        ...
+
+    async def finish_delivery(
+        self,
+        delivery: Delivery,
+        status: DeliveryStatus,
+        reason: str | None,
+        next_attempt_at: float | None,
+        at: float,
+        tracker_id: str | None = None,
+        tracker_url: str | None = None,
+    ) -> None:
+        """Record an attempt's outcome; a final one (sent, failed) also goes into the audit trail."""
+        ...
+
+    async def next_delivery_at(self) -> float | None: ...
+
+    async def notification(self, notification_id: int) -> Notification: ...
+
+    async def ticket(self, ticket_id: int) -> Ticket: ...
 
     async def tickets(self, event_id: str) -> list[Ticket]: ...
 
@@ -139,6 +191,10 @@ class Store(Protocol):
 
     async def oldest_pending(self) -> float | None:
         """When the oldest pending event was received."""
+        ...
+
+    async def delivery_counts(self) -> dict[str, int]:
+        """Outgoing actions by delivery status."""
         ...
 
     async def prune(self, acked_before: float) -> int: ...

@@ -1,0 +1,118 @@
+"""The outbox: notifications and ticket forwards are written first, then delivered, retried with
+exponential backoff by whichever server process (serve or mcp) is running, across restarts."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+
+from .channels import Message, send
+from .errors import DeliveryFailed, StoreUnavailable
+from .models import DeliveryStatus
+from .settings import Settings
+from .store import Delivery, DeliveryKind, Store
+from .trackers import TicketRequest, TrackerReceipt, forward
+
+log = logging.getLogger("stripe_inbox.outbox")
+
+LEASE_SECONDS = 60  # longer than any one send may take, so a live sender keeps its claim
+IDLE_POLL_SECONDS = 1.0  # how soon work queued by another process is noticed
+BATCH = 20
+
+
+class Outbox:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    async def deliver_now(self, kind: DeliveryKind, ref_id: int) -> None:
+        """The first attempt, made while the tool call waits; later ones belong to `run`."""
+        for delivery in await self.store.claim_deliveries(time.time(), LEASE_SECONDS, 1, (kind, ref_id)):
+            await self._attempt(delivery)
+
+    async def run(self) -> None:
+        """Deliver whatever falls due, forever. Several processes may run this on one inbox."""
+        while True:
+            try:
+                due = await self.store.claim_deliveries(time.time(), LEASE_SECONDS, BATCH)
+                for delivery in due:
+                    await self._attempt(delivery)
+                if due:
+                    continue
+                next_at = await self.store.next_delivery_at()
+            except StoreUnavailable as error:
+                log.warning("outbox: %s; retrying", error)
+                next_at = None
+            await anyio.sleep(
+                IDLE_POLL_SECONDS if next_at is None else min(max(next_at - time.time(), 0), IDLE_POLL_SECONDS)
+            )
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        status: DeliveryStatus = "sent"
+        reason = None
+        next_attempt_at = None
+        receipt = TrackerReceipt()
+        try:
+            receipt = await self._send(delivery)
+        except DeliveryFailed as error:
+            reason = str(error)
+            policy = self.settings.outbox
+            if error.permanent or delivery.attempts >= policy.max_attempts:
+                status = "failed"
+            else:
+                status = "queued"
+                delay = min(policy.retry_base_seconds * 2 ** (delivery.attempts - 1), policy.retry_max_seconds)
+                next_attempt_at = time.time() + delay
+        log.info(
+            "outbox: %s %s to %s, attempt %d: %s%s",
+            delivery.kind,
+            delivery.id,
+            delivery.target,
+            delivery.attempts,
+            status,
+            f" ({reason})" if reason else "",
+        )
+        await self.store.finish_delivery(
+            delivery, status, reason, next_attempt_at, time.time(), receipt.id, receipt.url
+        )
+
+    async def _send(self, delivery: Delivery) -> TrackerReceipt:
+        event = delivery.event
+        if delivery.ticket is not None:
+            tracker = self.settings.tickets
+            if tracker is None:
+                raise DeliveryFailed("no ticket tracker is configured any more", permanent=True)
+            ticket = delivery.ticket
+            return await forward(
+                tracker,
+                TicketRequest(
+                    ticket_id=ticket.id,
+                    event_id=ticket.event_id,
+                    event_type=event.type if event else "",
+                    title=ticket.title,
+                    body=ticket.body,
+                    priority=ticket.priority,
+                ),
+            )
+        notification = delivery.notification
+        assert notification is not None
+        channel = self.settings.all_channels.get(delivery.target)
+        if channel is None:
+            raise DeliveryFailed(f"channel {delivery.target!r} is no longer configured", permanent=True)
+        summary = event.summary() if event else None
+        await send(
+            channel,
+            Message(
+                channel=delivery.target,
+                text=notification.message,
+                subject=notification.subject,
+                recipient=notification.recipient,
+                event_id=notification.event_id,
+                event_type=summary.type if summary else None,
+                customer=summary.customer if summary else None,
+                amount=summary.amount if summary else None,
+            ),
+        )
+        return TrackerReceipt()
