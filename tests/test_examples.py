@@ -39,6 +39,8 @@ def test_headless_agent_drains_the_inbox(server: Server, tmp_path: Path) -> None
         "ack_event",
     ]
     assert detail["tickets"][0]["priority"] == "urgent"
+    shown = run_cli("events", "show", dispute["id"], env=env, cwd=tmp_path).stdout
+    assert "notification #1 via log" in shown and "(sent after 1 attempt)" in shown
 
 
 def test_claude_desktop_example_is_valid_json() -> None:

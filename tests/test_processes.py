@@ -29,6 +29,7 @@ from .conftest import (
     start_server,
     stop_server,
 )
+from .receivers import HTTPReceiver
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]
@@ -255,7 +256,7 @@ def test_secret_never_reaches_output_or_the_database(server: Server, tmp_path: P
     run_cli("trigger", "payment_intent.payment_failed", "--url", server.webhook_url, env=env, cwd=tmp_path)
     run_cli("events", "list", env=env, cwd=tmp_path)
     assert SECRET not in "".join(server.output)
-    assert SECRET.encode() not in (tmp_path / "inbox.db").read_bytes() + (tmp_path / "inbox.db-wal").read_bytes()
+    assert SECRET.encode() not in b"".join(path.read_bytes() for path in tmp_path.glob("inbox.db*"))
 
 
 async def test_mcp_token_is_required_when_set_and_the_ingress_needs_none(tmp_path: Path) -> None:
@@ -279,3 +280,47 @@ async def test_mcp_token_is_required_when_set_and_the_ingress_needs_none(tmp_pat
         assert token not in "".join(running.output)
     finally:
         stop_server(running)
+
+
+async def test_queued_notification_survives_a_restart_and_is_sent_once(tmp_path: Path) -> None:
+    receiver = HTTPReceiver()
+    db = tmp_path / "outbox.db"
+    (tmp_path / "stripe-inbox.toml").write_text(
+        '[outbox]\nretry_base_seconds = 0.5\n[channels.ops]\ntype = "slack"\nwebhook_url_env = "SLACK_URL"\n'
+    )
+    env = cli_env(db, SLACK_URL=f"{receiver.url}/slack")
+    first = start_server(db, tmp_path, env)
+    try:
+        run_cli("trigger", "charge.dispute.created", "--url", first.webhook_url, env=env, cwd=tmp_path)
+        async with Client(first.mcp_url) as client:
+            (event,) = (await client.call_tool("list_events", {})).structured_content["events"]
+            queued = await client.call_tool(
+                "notify", {"channel": "ops", "message": "dispute!", "event_id": event["id"]}
+            )
+            assert queued.structured_content["status"] == "queued"
+    finally:
+        stop_server(first)
+    receiver.start()
+    second = start_server(db, tmp_path, env)
+    try:
+        assert receiver.arrived.wait(timeout=BOUND)
+        updates, stats_changed = anyio.create_memory_object_stream[None](10)
+
+        async def on_message(message: Any) -> None:
+            if getattr(message, "method", None) == "notifications/resources/updated":
+                await updates.send(None)
+
+        async with Client(second.mcp_url, mode="legacy", message_handler=on_message) as client:
+            with updates, stats_changed, anyio.fail_after(BOUND):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
+                    await client.subscribe_resource("stripe://stats")
+                while (await client.call_tool("get_stats", {})).structured_content["actions"]["sent"] != 1:
+                    await stats_changed.receive()
+            detail = (await client.call_tool("get_event", {"event_id": event["id"]})).structured_content
+    finally:
+        stop_server(second)
+        receiver.stop()
+    assert len(receiver.requests) == 1 and "dispute!" in receiver.requests[0].json()["text"]
+    delivery = detail["notifications"][0]["delivery"]
+    assert (delivery["status"], delivery["attempts"]) == ("sent", 2)

@@ -17,7 +17,7 @@ import httpx
 from . import __version__
 from .errors import ConfigError, InboxError
 from .inbox import Inbox, open_inbox
-from .models import OUTCOMES
+from .models import OUTCOMES, DeliveryState
 from .samples import SAMPLES, sample_event
 from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
 from .signature import sign
@@ -242,7 +242,14 @@ def _events_show(args: argparse.Namespace) -> None:
             c = detail.classification
             print(f"classification: {c.category}, {c.priority}: {c.summary}")
         for ticket in detail.tickets:
-            print(f"ticket #{ticket.id} [{ticket.priority}] {ticket.title}")
+            forwarded = ""
+            if ticket.delivery is not None:
+                where = ticket.tracker_url or ticket.tracker_id or ticket.tracker
+                forwarded = f" -> {where} ({_delivery(ticket.delivery)})"
+            print(f"ticket #{ticket.id} [{ticket.priority}] {ticket.title}{forwarded}")
+        for note in detail.notifications:
+            to = f" to {note.recipient}" if note.recipient else ""
+            print(f"notification #{note.id} via {note.channel}{to}: {note.message!r} ({_delivery(note.delivery)})")
         for entry in detail.audit:
             print(f"audit {entry.at:%Y-%m-%d %H:%M:%S} {entry.actor} {entry.action} {json.dumps(entry.result)}")
         print(json.dumps(detail.event, indent=2))
@@ -264,6 +271,11 @@ def _events_prune(args: argparse.Namespace) -> None:
         print(f"deleted {deleted} acked events older than {args.acked_older_than:g} days")
 
     _with_inbox(args, work)
+
+
+def _delivery(state: DeliveryState) -> str:
+    attempts = f"{state.attempts} attempt{'s' if state.attempts != 1 else ''}"
+    return f"{state.status} after {attempts}" + (f": {state.reason}" if state.reason else "")
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

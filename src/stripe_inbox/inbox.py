@@ -52,7 +52,7 @@ class Inbox:
         self.settings = settings
         self.secrets = settings.webhook_secrets
         self.filter = EventFilter(settings.events)
-        self.outbox = Outbox(store, settings)
+        self.outbox = Outbox(store, settings, self.signal_change)
         self._changed = anyio.Event()
 
     # -- ingress ---------------------------------------------------------------------------------

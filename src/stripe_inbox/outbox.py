@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import anyio
 
@@ -23,31 +24,35 @@ BATCH = 20
 
 
 class Outbox:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, on_change: Callable[[], None]) -> None:
         self.store = store
         self.settings = settings
+        self.on_change = on_change
 
     async def deliver_now(self, kind: DeliveryKind, ref_id: int) -> None:
         """The first attempt, made while the tool call waits; later ones belong to `run`."""
         for delivery in await self.store.claim_deliveries(time.time(), LEASE_SECONDS, 1, (kind, ref_id)):
             await self._attempt(delivery)
 
+    async def deliver_due(self, now: float | None = None) -> int:
+        """One pass: attempt every delivery that is due at `now`; returns how many were attempted."""
+        due = await self.store.claim_deliveries(time.time() if now is None else now, LEASE_SECONDS, BATCH)
+        for delivery in due:
+            await self._attempt(delivery)
+        return len(due)
+
     async def run(self) -> None:
         """Deliver whatever falls due, forever. Several processes may run this on one inbox."""
         while True:
             try:
-                due = await self.store.claim_deliveries(time.time(), LEASE_SECONDS, BATCH)
-                for delivery in due:
-                    await self._attempt(delivery)
-                if due:
+                if await self.deliver_due():
                     continue
                 next_at = await self.store.next_delivery_at()
             except StoreUnavailable as error:
                 log.warning("outbox: %s; retrying", error)
                 next_at = None
-            await anyio.sleep(
-                IDLE_POLL_SECONDS if next_at is None else min(max(next_at - time.time(), 0), IDLE_POLL_SECONDS)
-            )
+            wait = IDLE_POLL_SECONDS if next_at is None else next_at - time.time()
+            await anyio.sleep(min(max(wait, 0), IDLE_POLL_SECONDS))
 
     async def _attempt(self, delivery: Delivery) -> None:
         status: DeliveryStatus = "sent"
@@ -77,6 +82,7 @@ class Outbox:
         await self.store.finish_delivery(
             delivery, status, reason, next_attempt_at, time.time(), receipt.id, receipt.url
         )
+        self.on_change()
 
     async def _send(self, delivery: Delivery) -> TrackerReceipt:
         event = delivery.event
