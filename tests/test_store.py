@@ -171,7 +171,7 @@ def test_incoming_event_facts() -> None:
     }
     parsed = IncomingEvent.parse(json.dumps(event).encode())
     assert (parsed.customer, parsed.account, parsed.object_id) == ("cus_9", "acct_123", "ch_1")
-    assert (parsed.amount, parsed.currency) == (500, "jpy")
+    assert (parsed.amount, parsed.currency) == (2000, "jpy")  # the charge, not what was refunded
 
 
 async def test_outbox_claims_leases_retries_and_finishes(store: Store) -> None:

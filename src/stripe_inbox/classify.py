@@ -1,84 +1,132 @@
-"""Deterministic triage: a category, priority, summary, signals and suggested tool calls for an event."""
+"""Deterministic triage: category, priority, a one-line summary, signals (each with the field it came
+from) and suggested tool calls with ready arguments, by rules over Stripe's own fields."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from .events import amount_of, customer_of, data_object, format_amount
-from .models import Classification, Priority, Signal, SuggestedAction
+from .events import amount_of, customer_of, data_object, format_amount, major_units
+from .models import PRIORITIES, Classification, Priority, Signal, SuggestedAction
+from .policy import Policy, Rule
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
+class Kind:
     category: str
     priority: Priority
     ticket: bool = False  # a person must follow up
+    notify: bool = False  # a team should know now
 
 
-# Matched exactly first, then by the longest prefix ending in '.'.
-RULES: dict[str, Rule] = {
-    "checkout.session.completed": Rule("payment_succeeded", "low"),
-    "checkout.session.async_payment_succeeded": Rule("payment_succeeded", "low"),
-    "checkout.session.async_payment_failed": Rule("payment_failed", "high", ticket=True),
-    "checkout.session.expired": Rule("checkout_expired", "low"),
-    "payment_intent.succeeded": Rule("payment_succeeded", "low"),
-    "payment_intent.payment_failed": Rule("payment_failed", "high", ticket=True),
-    "payment_intent.requires_action": Rule("action_required", "normal"),
-    "payment_intent.canceled": Rule("payment_canceled", "normal"),
-    "payment_intent.": Rule("payment", "low"),
-    "charge.succeeded": Rule("payment_succeeded", "low"),
-    "charge.captured": Rule("payment_succeeded", "low"),
-    "charge.failed": Rule("payment_failed", "high", ticket=True),
-    "charge.refunded": Rule("refund", "normal"),
-    "charge.refund.": Rule("refund", "normal"),
-    "charge.dispute.": Rule("dispute", "urgent", ticket=True),
-    "radar.early_fraud_warning.": Rule("fraud_warning", "urgent", ticket=True),
-    "review.": Rule("fraud_warning", "high", ticket=True),
-    "charge.": Rule("payment", "low"),
-    "invoice.paid": Rule("payment_succeeded", "low"),
-    "invoice.payment_succeeded": Rule("payment_succeeded", "low"),
-    "invoice.payment_failed": Rule("payment_failed", "high", ticket=True),
-    "invoice.payment_action_required": Rule("action_required", "normal"),
-    "invoice.": Rule("invoice", "low"),
-    "customer.subscription.created": Rule("subscription_started", "normal"),
-    "customer.subscription.updated": Rule("subscription_changed", "low"),
-    "customer.subscription.deleted": Rule("subscription_canceled", "high"),
-    "customer.subscription.trial_will_end": Rule("trial_ending", "normal"),
-    "customer.subscription.": Rule("subscription_changed", "low"),
-    "customer.": Rule("customer", "low"),
-    "payout.failed": Rule("payout_failed", "urgent", ticket=True),
-    "payout.": Rule("payout", "low"),
-    "account.": Rule("account", "normal"),
-    "setup_intent.setup_failed": Rule("payment_failed", "normal"),
-    "setup_intent.": Rule("payment_method", "low"),
+# Matched exactly first, then by the longest prefix ending in '.'; anything else is OTHER.
+KINDS: dict[str, Kind] = {
+    "checkout.session.completed": Kind("payment_succeeded", "low"),
+    "checkout.session.async_payment_succeeded": Kind("payment_succeeded", "low"),
+    "checkout.session.async_payment_failed": Kind("payment_failed", "high", ticket=True),
+    "checkout.session.expired": Kind("checkout_expired", "low"),
+    "checkout.session.": Kind("checkout", "low"),
+    "payment_intent.succeeded": Kind("payment_succeeded", "low"),
+    "payment_intent.payment_failed": Kind("payment_failed", "high", ticket=True),
+    "payment_intent.requires_action": Kind("action_required", "normal"),
+    "payment_intent.canceled": Kind("payment_canceled", "normal"),
+    "payment_intent.": Kind("payment", "low"),
+    "charge.succeeded": Kind("payment_succeeded", "low"),
+    "charge.captured": Kind("payment_succeeded", "low"),
+    "charge.failed": Kind("payment_failed", "high", ticket=True),
+    "charge.refunded": Kind("refund", "normal"),
+    "charge.refund.": Kind("refund", "low"),
+    "charge.dispute.closed": Kind("dispute", "normal"),
+    "charge.dispute.funds_withdrawn": Kind("dispute", "high", notify=True),
+    "charge.dispute.": Kind("dispute", "urgent", ticket=True, notify=True),
+    "charge.": Kind("payment", "low"),
+    "radar.early_fraud_warning.": Kind("fraud_warning", "urgent", ticket=True, notify=True),
+    "review.opened": Kind("fraud_warning", "high", ticket=True),
+    "review.": Kind("fraud_warning", "normal"),
+    "invoice.paid": Kind("payment_succeeded", "low"),
+    "invoice.payment_succeeded": Kind("payment_succeeded", "low"),
+    "invoice.payment_failed": Kind("payment_failed", "high", ticket=True),
+    "invoice.payment_action_required": Kind("action_required", "normal"),
+    "invoice.": Kind("invoice", "low"),
+    "customer.subscription.created": Kind("subscription_started", "normal"),
+    "customer.subscription.updated": Kind("subscription_changed", "low"),
+    "customer.subscription.deleted": Kind("subscription_canceled", "high", ticket=True),
+    "customer.subscription.trial_will_end": Kind("trial_ending", "normal"),
+    "customer.subscription.": Kind("subscription_changed", "low"),
+    "customer.": Kind("customer", "low"),
+    "payout.failed": Kind("payout_failed", "urgent", ticket=True, notify=True),
+    "payout.": Kind("payout", "low"),
+    "account.": Kind("account", "normal"),
+    "setup_intent.setup_failed": Kind("payment_method_failed", "normal"),
+    "setup_intent.": Kind("payment_method", "low"),
 }
-OTHER = Rule("other", "low")
+OTHER = Kind("other", "low")
+CATEGORIES = sorted({kind.category for kind in KINDS.values()} | {OTHER.category})
+
+NOUNS = {
+    "checkout.session": "Checkout session",
+    "payment_intent": "Payment",
+    "radar.early_fraud_warning": "Early fraud warning",
+    "bank_account": "Bank account",
+    "setup_intent": "Setup",
+}
+VERBS = {
+    "payment_failed": "failed",
+    "async_payment_failed": "failed",
+    "async_payment_succeeded": "succeeded",
+    "payment_action_required": "needs the customer to act",
+    "requires_action": "needs the customer to act",
+    "trial_will_end": "trial ends soon",
+    "subscription.deleted": "canceled",
+    "setup_failed": "failed",
+    "funds_withdrawn": "funds withdrawn",
+}
 
 
-def rule_for(event_type: str) -> Rule:
-    if event_type in RULES:
-        return RULES[event_type]
-    prefixes = [p for p in RULES if p.endswith(".") and event_type.startswith(p)]
-    return RULES[max(prefixes, key=len)] if prefixes else OTHER
+def kind_of(event_type: str) -> Kind:
+    if event_type in KINDS:
+        return KINDS[event_type]
+    prefixes = [p for p in KINDS if p.endswith(".") and event_type.startswith(p)]
+    return KINDS[max(prefixes, key=len)] if prefixes else OTHER
 
 
-def classify(event: dict[str, Any]) -> Classification:
+def classify(event: dict[str, Any], policy: Policy | None = None, rules: list[Rule] | None = None) -> Classification:
     event_type = str(event.get("type", ""))
     event_id = str(event.get("id", ""))
     obj = data_object(event)
-    rule = rule_for(event_type)
-    signals = _signals(event, obj)
+    kind = kind_of(event_type)
+    signals = _signals(event, obj, policy or Policy())
+    facts = {signal.name: signal.value for signal in signals}
+    facts.update(type=event_type, category=kind.category, livemode=bool(event.get("livemode")))
+    priority = kind.priority
+    if facts.get("high_value") and kind.category not in ("other", "customer", "account"):
+        priority = PRIORITIES[min(PRIORITIES.index(priority) + 1, len(PRIORITIES) - 1)]
+    summary = _summary(event_type, obj, facts, kind)
+    rule = next((r for r in rules or [] if r.applies(event_type, facts, event)), None)
+    if rule is not None and rule.priority is not None:
+        priority = rule.priority
+    values = {
+        "summary": summary,
+        "event_id": event_id,
+        "type": event_type,
+        "category": kind.category,
+        "priority": priority,
+        "customer": facts.get("customer") or "",
+        "amount": facts.get("amount_display") or "",
+    }
+    if rule is not None and rule.actions is not None:
+        actions = [
+            SuggestedAction(tool=a.tool, arguments=_render(a.tool, a.arguments, event_id, values)) for a in rule.actions
+        ]
+    else:
+        actions = _default_actions(kind, priority, values)
     return Classification(
-        category=rule.category,
-        priority=rule.priority,
-        summary=_summary(event_type, obj, signals, rule),
-        signals=signals,
-        suggested_actions=_actions(event_id, event_type, rule, signals),
+        category=kind.category, priority=priority, summary=summary, signals=signals, suggested_actions=actions
     )
 
 
-def _signals(event: dict[str, Any], obj: dict[str, Any]) -> list[Signal]:
+def _signals(event: dict[str, Any], obj: dict[str, Any], policy: Policy) -> list[Signal]:
     found: list[Signal] = []
 
     def add(name: str, value: Any, field: str) -> None:
@@ -88,78 +136,134 @@ def _signals(event: dict[str, Any], obj: dict[str, Any]) -> list[Signal]:
     amount = amount_of(obj)
     if amount:
         field, minor, currency = amount
-        add("amount", format_amount(minor, currency), f"data.object.{field}")
+        major = major_units(minor, currency)
+        add("amount", major, f"data.object.{field}")
+        add("currency", currency.lower(), "data.object.currency")
+        add("amount_display", format_amount(minor, currency), f"data.object.{field}")
+        threshold = policy.high_value.get(currency.lower())
+        if threshold is not None and major >= threshold:
+            add("high_value", True, f"data.object.{field}")
     add("customer", customer_of(obj), "data.object.customer")
-    error = obj.get("last_payment_error") if isinstance(obj.get("last_payment_error"), dict) else {}
-    add("decline_code", error.get("decline_code") or error.get("code"), "data.object.last_payment_error")
+    error = _dict(obj.get("last_payment_error")) or _dict(obj.get("last_setup_error"))
+    add("decline_code", error.get("decline_code") or error.get("code"), "data.object.last_payment_error.decline_code")
     add("decline_message", error.get("message"), "data.object.last_payment_error.message")
-    add("failure_code", obj.get("failure_code"), "data.object.failure_code")
-    add("failure_message", obj.get("failure_message"), "data.object.failure_message")
-    outcome = obj.get("outcome") if isinstance(obj.get("outcome"), dict) else {}
-    add("decline_reason", outcome.get("reason"), "data.object.outcome.reason")
+    add("decline_code", obj.get("failure_code") if not error else None, "data.object.failure_code")
+    add("decline_message", obj.get("failure_message") if not error else None, "data.object.failure_message")
+    outcome = _dict(obj.get("outcome"))
+    if obj.get("object") == "charge" and not error and not obj.get("failure_code"):
+        add("decline_code", outcome.get("reason"), "data.object.outcome.reason")
     add("risk_level", outcome.get("risk_level"), "data.object.outcome.risk_level")
     add("risk_score", outcome.get("risk_score"), "data.object.outcome.risk_score")
+    refunded = obj.get("amount_refunded")
+    if obj.get("object") == "charge" and isinstance(refunded, int) and refunded and amount:
+        add("amount_refunded", major_units(refunded, amount[2]), "data.object.amount_refunded")
     if obj.get("object") == "invoice":
         add("attempt_count", obj.get("attempt_count"), "data.object.attempt_count")
-        add("next_payment_attempt", obj.get("next_payment_attempt"), "data.object.next_payment_attempt")
+        add("next_retry", _date(obj.get("next_payment_attempt")), "data.object.next_payment_attempt")
     if obj.get("object") == "dispute":
         add("dispute_reason", obj.get("reason"), "data.object.reason")
-        evidence = obj.get("evidence_details") if isinstance(obj.get("evidence_details"), dict) else {}
-        add("evidence_due_by", evidence.get("due_by"), "data.object.evidence_details.due_by")
-    details = obj.get("cancellation_details") if isinstance(obj.get("cancellation_details"), dict) else {}
-    add(
-        "cancellation_reason",
-        details.get("reason") or obj.get("cancellation_reason"),
-        "data.object.cancellation_details.reason",
-    )
+        add(
+            "evidence_due",
+            _date(_dict(obj.get("evidence_details")).get("due_by")),
+            "data.object.evidence_details.due_by",
+        )
+    if obj.get("object") == "radar.early_fraud_warning":
+        add("fraud_type", obj.get("fraud_type"), "data.object.fraud_type")
+    if obj.get("object") == "review":
+        add("review_reason", obj.get("reason"), "data.object.reason")
+    if obj.get("object") == "payout":
+        add("failure_code", obj.get("failure_code"), "data.object.failure_code")
+        add("arrival_date", _date(obj.get("arrival_date")), "data.object.arrival_date")
+    if obj.get("object") == "subscription":
+        add("status", obj.get("status"), "data.object.status")
+        details = _dict(obj.get("cancellation_details"))
+        add("cancellation_reason", details.get("reason"), "data.object.cancellation_details.reason")
+        add("cancellation_feedback", details.get("feedback"), "data.object.cancellation_details.feedback")
+        add("trial_end", _date(obj.get("trial_end")), "data.object.trial_end")
+    if obj.get("object") == "payment_intent":
+        add("cancellation_reason", obj.get("cancellation_reason"), "data.object.cancellation_reason")
     if event.get("livemode") is False:
         add("test_mode", True, "livemode")
-    add("connect_account", event.get("account"), "account")
+    add("account", event.get("account"), "account")
     return found
 
 
-def _summary(event_type: str, obj: dict[str, Any], signals: list[Signal], rule: Rule) -> str:
-    values = {signal.name: signal.value for signal in signals}
-    noun = str(obj.get("object", "object")).replace("_", " ").replace(".", " ").capitalize()
-    subject = f"{noun} {obj['id']}" if obj.get("id") else noun
-    if values.get("customer"):
-        subject += f" for {values['customer']}"
-    what = event_type.rsplit(".", 1)[-1].replace("_", " ")
-    reason = values.get("decline_code") or values.get("failure_code") or values.get("dispute_reason")
-    parts = [f"{subject}: {what}"]
+def _summary(event_type: str, obj: dict[str, Any], facts: dict[str, Any], kind: Kind) -> str:
+    object_type = str(obj.get("object") or event_type.rsplit(".", 1)[0])
+    noun = NOUNS.get(object_type, object_type.replace("_", " ").capitalize())
+    head = f"{noun} {obj['id']}" if isinstance(obj.get("id"), str) else noun
+    if facts.get("customer") and object_type != "customer":
+        head += f" for {facts['customer']}"
+    action = event_type.rsplit(".", 1)[-1]
+    verb = VERBS.get(f"{object_type}.{action}") or VERBS.get(action) or action.replace("_", " ")
+    parts = [f"{head} {verb}"]
+    reason = _reason(facts)
     if reason:
-        parts[0] += f" ({reason})"
-    if values.get("attempt_count") and rule.category == "payment_failed":
-        parts.append(f"attempt {values['attempt_count']}")
-    if values.get("amount"):
-        parts.append(str(values["amount"]))
+        parts[0] += f": {reason}"
+    if facts.get("attempt_count") and kind.category == "payment_failed":
+        parts.append(f"attempt {facts['attempt_count']}")
+    if facts.get("next_retry") and kind.category == "payment_failed":
+        parts.append(f"next retry {facts['next_retry']}")
+    if facts.get("evidence_due"):
+        parts.append(f"evidence due {facts['evidence_due']}")
+    if facts.get("trial_end") and kind.category == "trial_ending":
+        parts.append(f"trial ends {facts['trial_end']}")
+    if facts.get("amount_display"):
+        parts.append(str(facts["amount_display"]))
+    if facts.get("high_value"):
+        parts.append("high value")
     return ", ".join(parts)
 
 
-def _actions(event_id: str, event_type: str, rule: Rule, signals: list[Signal]) -> list[SuggestedAction]:
-    actions: list[SuggestedAction] = []
-    if rule.ticket:
+def _reason(facts: dict[str, Any]) -> str | None:
+    code = facts.get("decline_code")
+    if code:
+        message = str(facts.get("decline_message") or "card declined").rstrip(".")
+        return f"{message[0].lower()}{message[1:]} ({code})"
+    for name in ("dispute_reason", "fraud_type", "review_reason", "failure_code", "cancellation_reason"):
+        if facts.get(name):
+            return str(facts[name]).replace("_", " ")
+    return None
+
+
+def _default_actions(kind: Kind, priority: Priority, values: dict[str, Any]) -> list[SuggestedAction]:
+    event_id = values["event_id"]
+    actions = []
+    if kind.ticket:
         actions.append(
             SuggestedAction(
                 tool="create_ticket",
-                arguments={
-                    "event_id": event_id,
-                    "title": f"{rule.category.replace('_', ' ').capitalize()}: {event_type} {event_id}",
-                    "priority": rule.priority,
-                },
+                arguments={"event_id": event_id, "title": values["summary"], "priority": priority},
             )
         )
-    if rule.priority in ("high", "urgent"):
+    if kind.notify or priority == "urgent":
         actions.append(
             SuggestedAction(
-                tool="notify",
-                arguments={
-                    "channel": "log",
-                    "event_id": event_id,
-                    "message": f"{rule.category}: {event_type}",
-                },
+                tool="notify", arguments={"channel": "log", "event_id": event_id, "message": values["summary"]}
             )
         )
-    outcome = "escalated" if rule.ticket else "handled" if rule is not OTHER else "ignored"
+    outcome = "escalated" if kind.ticket else "ignored" if kind is OTHER else "handled"
     actions.append(SuggestedAction(tool="ack_event", arguments={"event_id": event_id, "outcome": outcome}))
     return actions
+
+
+def _render(tool: str, arguments: dict[str, str], event_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    ready: dict[str, Any] = {"event_id": event_id}
+    if tool == "create_ticket":
+        ready.update(title="{summary}", priority="{priority}")
+    elif tool == "notify":
+        ready.update(message="{summary}")
+    elif tool == "ack_event":
+        ready.update(outcome="handled")
+    ready.update(arguments)
+    return {name: value.format_map(values) if isinstance(value, str) else value for name, value in ready.items()}
+
+
+def _date(epoch: Any) -> str | None:
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

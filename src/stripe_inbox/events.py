@@ -8,8 +8,9 @@ from typing import Any
 
 from .errors import DeliveryRejected
 
-# Amount fields in the order that best describes what the event is about.
-AMOUNT_FIELDS = ("amount_total", "amount_due", "amount_paid", "amount_refunded", "amount", "amount_received")
+# Amount fields in the order that best describes what the event's object is about: a checkout's total,
+# an invoice's amount due, and otherwise the object's own amount (a charge's, not what was refunded).
+AMOUNT_FIELDS = ("amount_total", "amount_due", "amount")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +88,16 @@ ZERO_DECIMAL_CURRENCIES = frozenset(
 )
 
 
+def major_units(minor: int, currency: str) -> float:
+    """49.0 from Stripe's 4900 minor units, honouring zero-decimal currencies."""
+    return float(minor) if currency.lower() in ZERO_DECIMAL_CURRENCIES else minor / 100
+
+
 def format_amount(minor: int, currency: str) -> str:
-    """'USD 49.00' from Stripe's minor units, honouring zero-decimal currencies."""
+    """'USD 49.00' from Stripe's minor units."""
     if currency.lower() in ZERO_DECIMAL_CURRENCIES:
         return f"{currency.upper()} {minor:,}"
-    return f"{currency.upper()} {minor / 100:,.2f}"
+    return f"{currency.upper()} {major_units(minor, currency):,.2f}"
 
 
 class EventFilter:

@@ -140,9 +140,12 @@ class Inbox:
 
     # -- acting ----------------------------------------------------------------------------------
 
+    def triage(self, stored: StoredEvent) -> Classification:
+        """The classification under the configured policy, without storing it."""
+        return classify(stored.body(), self.settings.policy, self.settings.rules)
+
     async def classify(self, event_id: str, actor: str) -> Classification:
-        stored = await self.event(event_id)
-        result = classify(stored.body())
+        result = self.triage(await self.event(event_id))
         await self.store.set_classification(
             event_id, result, time.time(), Audit(actor, "classify", {"event_id": event_id})
         )

@@ -35,8 +35,10 @@ from .models import (
     TicketResult,
     WaitResult,
 )
+from .redact import Redactor
 
 PENDING_URI = "stripe://events/pending"
+TRIAGE_PREVIEW = 20
 STATS_URI = "stripe://stats"
 ACTOR = "mcp"
 
@@ -131,6 +133,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
     lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, notifier.unsubscribe)
     if metrics is not None:
         server.middleware.append(_count_tool_calls(metrics))
+    present = Redactor(inbox.settings.redact)
 
     # -- resources -------------------------------------------------------------------------------
 
@@ -143,7 +146,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
     async def pending_events() -> str:
         with _resource_errors():
             page = await inbox.list_events(status="pending", limit=MAX_PAGE)
-        return page.model_dump_json(exclude={"next_cursor"})
+        return present.model(page).model_dump_json(exclude={"next_cursor"})
 
     @server.resource(
         "stripe://events/{event_id}",
@@ -154,7 +157,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
     async def event_resource(event_id: str) -> str:
         with _resource_errors():
             detail = await inbox.get_event(event_id)
-        return detail.model_dump_json()
+        return present.model(detail).model_dump_json()
 
     @server.resource(
         "stripe://customers/{customer_id}/events",
@@ -165,7 +168,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
     async def customer_events(customer_id: str) -> str:
         with _resource_errors():
             page = await inbox.list_events(status="all", customer=customer_id, limit=MAX_PAGE)
-        return json.dumps({"customer": customer_id, **page.model_dump(mode="json")})
+        return json.dumps({"customer": customer_id, **present.model(page).model_dump(mode="json")})
 
     @server.resource(
         STATS_URI,
@@ -190,13 +193,14 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
     ) -> EventPage:
         """List events in the inbox: pending ones oldest first (the work queue), others newest first."""
         with _tool_errors():
-            return await inbox.list_events(status=status, type=type, customer=customer, limit=limit, cursor=cursor)
+            page = await inbox.list_events(status=status, type=type, customer=customer, limit=limit, cursor=cursor)
+        return present.model(page)
 
     @server.tool()
     async def get_event(event_id: str) -> EventDetail:
         """The full Stripe event with its inbox state, classification, tickets, notifications and audit trail."""
         with _tool_errors():
-            return await inbox.get_event(event_id)
+            return present.model(await inbox.get_event(event_id))
 
     @server.tool()
     async def get_stats() -> Stats:
@@ -212,7 +216,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
         """Return as soon as matching pending events exist, or empty after the timeout (for clients
         without resource subscriptions)."""
         with _tool_errors():
-            return await inbox.wait_for_events(timeout_seconds, type)
+            return present.model(await inbox.wait_for_events(timeout_seconds, type))
 
     @server.tool()
     async def classify(event_id: str) -> Classification:
@@ -221,7 +225,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
         with _tool_errors():
             result = await inbox.classify(event_id, ACTOR)
         await notifier.updated(event_uri(event_id))
-        return result
+        return present.model(result)
 
     @server.tool()
     async def create_ticket(event_id: str, title: str, body: str = "", priority: Priority = "normal") -> TicketResult:
@@ -229,7 +233,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
         with _tool_errors():
             result = await inbox.create_ticket(event_id, title, body, priority, ACTOR)
         await notifier.updated(event_uri(event_id))
-        return result
+        return present.model(result)
 
     channels = ", ".join(inbox.settings.all_channels)
 
@@ -251,7 +255,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
             result = await inbox.notify(channel, message, event_id, subject, ACTOR, idempotency_key)
         if event_id:
             await notifier.updated(event_uri(event_id))
-        return result
+        return present.model(result)
 
     @server.tool()
     async def ack_event(event_id: str, outcome: Outcome = "handled", note: str | None = None) -> AckResult:
@@ -266,15 +270,23 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
     @server.prompt()
     async def triage_inbox() -> str:
         """Work through the pending events under the configured policy."""
-        stats = await inbox.stats()
-        return (
+        page = await inbox.list_events(status="pending", limit=TRIAGE_PREVIEW)
+        lines = []
+        for summary in page.events:
+            stored = await inbox.event(summary.id)
+            triage = stored.stored_classification() or inbox.triage(stored)
+            suggested = ", ".join(action.tool for action in triage.suggested_actions)
+            lines.append(f"- {summary.id} {summary.type}: [{triage.priority}] {triage.summary} -> {suggested}")
+        more = f"\n(and {page.total - len(lines)} more)" if page.total > len(lines) else ""
+        queue = "\n".join(lines) + more if lines else "(none: call wait_for_events to wait for new ones)"
+        return present.value(
             f"{inbox.settings.policy.instructions}\n\n"
-            f"There are {stats.by_status['pending']} pending events. For each one, oldest first:\n"
-            "1. list_events (or read stripe://events/pending) and get_event for the details;\n"
-            "2. classify it and follow its suggested_actions where they fit the policy;\n"
-            "3. create_ticket for anything a person must follow up, notify where a team should know;\n"
-            "4. ack_event with the outcome (handled, ignored or escalated) and a short note.\n"
-            "When none are left, call wait_for_events to wait for new ones, or stop and report what you did."
+            f"There are {page.total} pending events, oldest first, with their triage:\n{queue}\n\n"
+            "For each one: get_event for the details if you need them; classify it (this stores the "
+            "classification and its suggested_actions, with ready arguments); follow the suggested actions "
+            "where they fit the policy: create_ticket for anything a person must follow up, notify where a "
+            "team should know; then ack_event with the outcome (handled, ignored or escalated) and a short "
+            "note. When none are left, call wait_for_events to wait for new ones, or stop and report what you did."
         )
 
     @server.prompt()
@@ -289,10 +301,10 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
             "Draft a short, friendly email to the customer about this Stripe event. Say what happened, what "
             "it means for them and what (if anything) they should do. Do not invent amounts, dates or "
             "links that are not in the event.\n\n"
-            f"Summary: {classification.summary}\n"
+            f"Summary: {present.value(classification.summary)}\n"
             f"Category: {classification.category} (priority {classification.priority})\n"
-            f"Signals: {json.dumps({s.name: s.value for s in classification.signals})}\n\n"
-            f"The event:\n{json.dumps(stored.body(), indent=2)}"
+            f"Signals: {json.dumps(present.value({s.name: s.value for s in classification.signals}))}\n\n"
+            f"The event:\n{json.dumps(present.value(stored.body()), indent=2)}"
         )
 
     return server

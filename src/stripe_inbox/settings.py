@@ -6,9 +6,9 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,28 +18,13 @@ from pydantic_settings import (
 
 from .channels import ChannelConfig, LogChannel
 from .errors import ConfigError
+from .policy import Policy, Rule, check_patterns
 from .trackers import TrackerConfig
 
 DEFAULT_CONFIG_FILE = "stripe-inbox.toml"
 SECRET_PATTERN = re.compile(r"whsec_[A-Za-z0-9+/=_-]{8,}")
 API_KEY_PREFIXES = ("sk_", "rk_", "pk_")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-DEFAULT_INSTRUCTIONS = (
-    "This server is an inbox of verified Stripe webhook events. Work it oldest first: read "
-    "stripe://events/pending (or call list_events), classify each event, open a ticket for anything a "
-    "person must follow up (failed payments, disputes), notify where a team should know, and ack_event "
-    "every event you have dealt with, with an outcome: handled, ignored or escalated. Never ack an event "
-    "you did not look at."
-)
-
-
-class Policy(BaseModel):
-    """How the agent should work the inbox; served as the MCP server's instructions."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    instructions: str = DEFAULT_INSTRUCTIONS
 
 
 class OutboxPolicy(BaseModel):
@@ -69,6 +54,8 @@ class Settings(BaseSettings):
     events: list[str] = Field(default_factory=lambda: ["*"])
     lock_timeout_seconds: float = Field(default=5.0, gt=0)
     policy: Policy = Field(default_factory=Policy)
+    rules: list[Rule] = Field(default_factory=list)
+    redact: list[Literal["email", "phone", "address", "name"]] = Field(default_factory=list)
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     tickets: TrackerConfig | None = None
     outbox: OutboxPolicy = Field(default_factory=OutboxPolicy)
@@ -85,14 +72,19 @@ class Settings(BaseSettings):
     @field_validator("events")
     @classmethod
     def _check_events(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            stem = pattern.removesuffix(".*")
-            if pattern != "*" and (not stem or "*" in stem or not re.fullmatch(r"[a-z0-9_.]+", stem)):
-                raise ValueError(
-                    f"{pattern!r} is not an event type pattern: use '*', an exact type such as "
-                    "'invoice.paid', or a prefix such as 'invoice.*'"
-                )
-        return patterns
+        return check_patterns(patterns)
+
+    @model_validator(mode="after")
+    def _rules_name_configured_channels(self) -> Settings:
+        for number, rule in enumerate(self.rules):
+            for action in rule.actions or []:
+                channel = action.arguments.get("channel")
+                if channel is not None and channel not in self.all_channels:
+                    raise ValueError(
+                        f"rules.{number}: notify names channel {channel!r}, which is not configured "
+                        f"(channels: {', '.join(self.all_channels)})"
+                    )
+        return self
 
     @field_validator("channels")
     @classmethod
