@@ -15,12 +15,12 @@ serve: $(VENV)/.installed
 	$(BIN)/stripe-inbox serve
 
 test: $(VENV)/.installed
-	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff check src tests examples bench
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -147,11 +147,13 @@ def _signals(event: dict[str, Any], obj: dict[str, Any], policy: Policy) -> list
     error = _dict(obj.get("last_payment_error")) or _dict(obj.get("last_setup_error"))
     add("decline_code", error.get("decline_code") or error.get("code"), "data.object.last_payment_error.decline_code")
     add("decline_message", error.get("message"), "data.object.last_payment_error.message")
-    add("decline_code", obj.get("failure_code") if not error else None, "data.object.failure_code")
-    add("decline_message", obj.get("failure_message") if not error else None, "data.object.failure_message")
     outcome = _dict(obj.get("outcome"))
-    if obj.get("object") == "charge" and not error and not obj.get("failure_code"):
-        add("decline_code", outcome.get("reason"), "data.object.outcome.reason")
+    if obj.get("object") == "charge" and not error:
+        if obj.get("failure_code"):
+            add("decline_code", obj["failure_code"], "data.object.failure_code")
+        else:
+            add("decline_code", outcome.get("reason"), "data.object.outcome.reason")
+        add("decline_message", obj.get("failure_message"), "data.object.failure_message")
     add("risk_level", outcome.get("risk_level"), "data.object.outcome.risk_level")
     add("risk_score", outcome.get("risk_score"), "data.object.outcome.risk_score")
     refunded = obj.get("amount_refunded")
