@@ -45,7 +45,7 @@ async def inbox_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: st
 
 
 async def add(inbox: Inbox, event: dict[str, Any]) -> str:
-    await inbox.store.add_event(IncomingEvent.parse(encode(event)), time.time())
+    await inbox.store.add_events([IncomingEvent.parse(encode(event))], time.time())
     return event["id"]
 
 

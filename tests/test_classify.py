@@ -407,7 +407,7 @@ async def test_redaction_hides_people_in_every_mcp_output(tmp_path: Path, monkey
     personal = ["+1 415 555 0199", "Jenny Rosen", "510 Townsend St", "San Francisco"]
     async with open_inbox(settings) as inbox:
         for _, payload in copies:
-            await inbox.store.add_event(IncomingEvent.parse(payload), time.time())
+            await inbox.store.add_events([IncomingEvent.parse(payload)], time.time())
         server = create_mcp_server(inbox)
         outputs: list[str] = []
         async with server.running(), Client(server) as client:

@@ -34,7 +34,7 @@ async def server(inbox: Inbox) -> AsyncIterator[InboxServer]:
 
 async def add(inbox: Inbox, event_type: str = "invoice.payment_failed", **fields: Any) -> dict[str, Any]:
     event = make_event(event_type, **fields)
-    await inbox.store.add_event(IncomingEvent.parse(encode(event)), time.time())
+    await inbox.store.add_events([IncomingEvent.parse(encode(event))], time.time())
     inbox.signal_change()
     return event
 
@@ -199,7 +199,7 @@ async def test_customer_history_is_newest_first(server: InboxServer, inbox: Inbo
     customer = first["data"]["object"]["customer"]
     second = make_event("invoice.payment_failed")
     second["data"]["object"]["customer"] = customer
-    await inbox.store.add_event(IncomingEvent.parse(encode(second)), time.time())
+    await inbox.store.add_events([IncomingEvent.parse(encode(second))], time.time())
     await inbox.ack(first["id"], "handled", None, "test")
     async with Client(server) as client:
         history = json.loads((await client.read_resource(f"stripe://customers/{customer}/events")).contents[0].text)

@@ -35,18 +35,18 @@ def incoming(event_type: str = "invoice.paid", **fields: object) -> IncomingEven
 
 async def test_add_is_insert_then_count(store: Store) -> None:
     event = incoming()
-    assert await store.add_event(event, 100.0) == "stored"
-    assert await store.add_event(event, 200.0) == "duplicate"
+    assert await store.add_events([event], 100.0) == ["stored"]
+    assert await store.add_events([event, event], 200.0) == ["duplicate", "duplicate"]
     stored = await store.get_event(event.id)
     assert stored is not None
-    assert (stored.deliveries, stored.received_at, stored.last_delivery_at) == (2, 100.0, 200.0)
+    assert (stored.deliveries, stored.received_at, stored.last_delivery_at) == (3, 100.0, 200.0)
     assert stored.payload == event.payload
 
 
 async def test_keyset_pages_in_both_orders(store: Store) -> None:
     events = [incoming() for _ in range(7)]
     for event in events:
-        await store.add_event(event, time.time())
+        await store.add_events([event], time.time())
     oldest = await store.list_events(EventQuery(limit=3))
     rest = await store.list_events(EventQuery(limit=10, after=oldest[-1].seq))
     assert [e.id for e in oldest + rest] == [e.id for e in events]
@@ -58,7 +58,7 @@ async def test_keyset_pages_in_both_orders(store: Store) -> None:
 async def test_filters_by_type_customer_and_status(store: Store) -> None:
     paid, failed = incoming("invoice.paid"), incoming("invoice.payment_failed")
     for event in (paid, failed):
-        await store.add_event(event, time.time())
+        await store.add_events([event], time.time())
     await store.ack(paid.id, "handled", None, time.time(), AUDIT)
     assert [e.id for e in await store.list_events(EventQuery(type="invoice.paid", status=None))] == [paid.id]
     assert [e.id for e in await store.list_events(EventQuery(customer=failed.customer))] == [failed.id]
@@ -68,7 +68,7 @@ async def test_filters_by_type_customer_and_status(store: Store) -> None:
 
 async def test_ack_once_with_audit_in_the_same_transaction(store: Store) -> None:
     event = incoming()
-    await store.add_event(event, time.time())
+    await store.add_events([event], time.time())
     acked, changed = await store.ack(event.id, "escalated", "to billing", 10.0, AUDIT)
     assert changed and (acked.status, acked.outcome, acked.note, acked.acked_at) == (
         "acked",
@@ -87,7 +87,7 @@ async def test_ack_once_with_audit_in_the_same_transaction(store: Store) -> None
 
 async def test_tickets_are_idempotent_per_event_and_title(store: Store) -> None:
     event = incoming()
-    await store.add_event(event, time.time())
+    await store.add_events([event], time.time())
     first, created = await store.add_ticket(event.id, "Card declined", "body", "high", None, 1.0, AUDIT)
     second, created_again = await store.add_ticket(event.id, "Card declined", "other", "low", None, 2.0, AUDIT)
     third, _ = await store.add_ticket(event.id, "Another", "", "normal", None, 3.0, AUDIT)
@@ -99,7 +99,7 @@ async def test_tickets_are_idempotent_per_event_and_title(store: Store) -> None:
 
 async def test_classification_and_notifications_are_kept(store: Store) -> None:
     event = incoming()
-    await store.add_event(event, time.time())
+    await store.add_events([event], time.time())
     classification = Classification(
         category="payment_succeeded", priority="low", summary="s", signals=[], suggested_actions=[]
     )
@@ -118,7 +118,7 @@ async def test_classification_and_notifications_are_kept(store: Store) -> None:
 async def test_counts_oldest_pending_and_prune(store: Store) -> None:
     old, recent, pending = incoming("invoice.paid"), incoming("invoice.paid"), incoming("charge.refunded")
     for event in (old, recent, pending):
-        await store.add_event(event, 50.0)
+        await store.add_events([event], 50.0)
     await store.add_ticket(old.id, "t", "", "low", "github", 1.0, AUDIT)
     await store.add_notification("log", "m", None, None, old.id, "key-old", 1.0, AUDIT)
     await store.ack(old.id, "handled", None, 100.0, AUDIT)
@@ -144,7 +144,7 @@ async def test_schema_version_is_recorded_and_reopen_is_idempotent(tmp_path: Pat
     path = tmp_path / "v.db"
     for _ in range(2):
         store = await open_store(str(path))
-        await store.add_event(incoming(), time.time())
+        await store.add_events([incoming()], time.time())
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
@@ -176,7 +176,7 @@ def test_incoming_event_facts() -> None:
 
 async def test_outbox_claims_leases_retries_and_finishes(store: Store) -> None:
     event = incoming()
-    await store.add_event(event, time.time())
+    await store.add_events([event], time.time())
     note, _ = await store.add_notification("log", "hi", None, None, event.id, "k", 10.0, AUDIT)
     ticket, _ = await store.add_ticket(event.id, "T", "", "high", "github", 10.0, AUDIT)
     assert ticket.tracker == "github" and ticket.delivery is not None and ticket.delivery.status == "queued"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from .errors import DeliveryRejected
 
@@ -27,6 +28,8 @@ class IncomingEvent:
     amount: int | None
     currency: str | None
     payload: bytes
+    kind: Literal["snapshot", "thin"] = "snapshot"
+    related_object: dict[str, Any] | None = None  # what a thin event is about
 
     @classmethod
     def parse(cls, payload: bytes) -> IncomingEvent:
@@ -41,13 +44,15 @@ class IncomingEvent:
             raise DeliveryRejected("invalid_payload", "the event has no string 'id'")
         if not isinstance(event_type, str) or not event_type:
             raise DeliveryRejected("invalid_payload", "the event has no string 'type'")
+        if event.get("object") == "v2.core.event":
+            return cls._thin(event, event_id, event_type, payload)
         created = event.get("created")
         obj = data_object(event)
         _, amount, currency = amount_of(obj) or (None, None, None)
         return cls(
             id=event_id,
             type=event_type,
-            created=created if isinstance(created, int) else 0,
+            created=_epoch(created),
             livemode=bool(event.get("livemode")),
             customer=customer_of(obj),
             account=event.get("account") if isinstance(event.get("account"), str) else None,
@@ -56,6 +61,39 @@ class IncomingEvent:
             currency=currency,
             payload=payload,
         )
+
+    @classmethod
+    def _thin(cls, event: dict[str, Any], event_id: str, event_type: str, payload: bytes) -> IncomingEvent:
+        related = event.get("related_object")
+        if related is not None and not (isinstance(related, dict) and isinstance(related.get("id"), str)):
+            raise DeliveryRejected("invalid_payload", "the thin event's related_object has no string 'id'")
+        context = event.get("context")
+        return cls(
+            id=event_id,
+            type=event_type,
+            created=_epoch(event.get("created")),
+            livemode=bool(event.get("livemode")),
+            customer=None,
+            account=context if isinstance(context, str) and context.startswith("acct_") else None,
+            object_id=related["id"] if related else None,
+            amount=None,
+            currency=None,
+            payload=payload,
+            kind="thin",
+            related_object=related,
+        )
+
+
+def _epoch(value: Any) -> int:
+    """Stripe's v1 events give Unix seconds; v2 events an ISO 8601 time."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            pass
+    return 0
 
 
 def data_object(event: dict[str, Any]) -> dict[str, Any]:

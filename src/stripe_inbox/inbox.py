@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -61,11 +61,17 @@ class Inbox:
         """Verify, parse, filter and durably store one delivery; raises DeliveryRejected or StoreUnavailable."""
         signature.verify(payload, signature_header, self.secrets)
         event = IncomingEvent.parse(payload)
-        if not self.filter.accepts(event.type):
-            return Receipt("filtered", event)
-        result = await self.store.add_event(event, time.time())
-        self.signal_change()
+        (result,) = await self.accept([event])
         return Receipt(result, event)
+
+    async def accept(self, events: Sequence[IncomingEvent]) -> list[DeliveryResult]:
+        """The one way events enter the inbox (deliveries and backfills alike): the type filter, then one
+        durable transaction that inserts new events and counts deliveries of known ones."""
+        kept = [event for event in events if self.filter.accepts(event.type)]
+        stored = iter(await self.store.add_events(kept, time.time()) if kept else [])
+        if kept:
+            self.signal_change()
+        return [next(stored) if self.filter.accepts(event.type) else "filtered" for event in events]
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -103,11 +103,24 @@ MIGRATIONS = [
     );
     CREATE INDEX audit_event ON audit (event_id, id);
     """,
+    """
+    ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT 'snapshot' CHECK (kind IN ('snapshot', 'thin'));
+    ALTER TABLE events ADD COLUMN related_object TEXT;
+    CREATE INDEX events_account ON events (account, seq);
+    CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
 
+INSERT_EVENT = """
+    INSERT INTO events (id, type, created, livemode, customer, account, object_id, amount, currency, payload,
+                        received_at, last_delivery_at, kind, related_object)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET deliveries = deliveries + 1, last_delivery_at = excluded.last_delivery_at
+    RETURNING deliveries
+"""
 EVENT_COLUMNS = (
     "seq, id, type, created, livemode, customer, account, object_id, amount, currency, payload, status, "
-    "received_at, last_delivery_at, deliveries, acked_at, outcome, note, classification"
+    "received_at, last_delivery_at, deliveries, acked_at, outcome, note, classification, kind, related_object"
 )
 
 
@@ -159,36 +172,29 @@ class SQLiteStore:
         except sqlite3.Error as error:
             raise StoreUnavailable(f"the inbox database cannot be read: {error}") from error
 
-    async def add_event(self, event: IncomingEvent, received_at: float) -> AddOutcome:
-        async with (
-            self._transaction() as db,
-            db.execute(
-                """
-                INSERT INTO events (id, type, created, livemode, customer, account, object_id, amount,
-                                    currency, payload, received_at, last_delivery_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET deliveries = deliveries + 1,
-                                               last_delivery_at = excluded.last_delivery_at
-                RETURNING deliveries
-                """,
-                (
-                    event.id,
-                    event.type,
-                    event.created,
-                    event.livemode,
-                    event.customer,
-                    event.account,
-                    event.object_id,
-                    event.amount,
-                    event.currency,
-                    event.payload,
-                    received_at,
-                    received_at,
-                ),
-            ) as cursor,
-        ):
-            (deliveries,) = await cursor.fetchone()  # type: ignore[misc]
-        return "stored" if deliveries == 1 else "duplicate"
+    async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
+        outcomes: list[AddOutcome] = []
+        async with self._transaction() as db:
+            for event in events:
+                async with db.execute(INSERT_EVENT, _event_row(event, received_at)) as cursor:
+                    (deliveries,) = await cursor.fetchone()  # type: ignore[misc]
+                outcomes.append("stored" if deliveries == 1 else "duplicate")
+        return outcomes
+
+    async def get_state(self, key: str) -> str | None:
+        rows = await self._read("SELECT value FROM state WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    async def set_state(self, key: str, value: str | None) -> None:
+        async with self._transaction() as db:
+            if value is None:
+                await db.execute("DELETE FROM state WHERE key = ?", (key,))
+            else:
+                await db.execute(
+                    "INSERT INTO state (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         rows = await self._read(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
@@ -449,7 +455,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
 def _where(query: EventQuery) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     parameters: list[Any] = []
-    for column in ("status", "type", "customer"):
+    for column in ("status", "type", "customer", "account"):
         value = getattr(query, column)
         if value is not None:
             where.append(f"{column} = ?")
@@ -461,9 +467,29 @@ def _sql_where(where: list[str]) -> str:
     return f"WHERE {' AND '.join(where)}" if where else ""
 
 
+def _event_row(event: IncomingEvent, received_at: float) -> tuple[Any, ...]:
+    return (
+        event.id,
+        event.type,
+        event.created,
+        event.livemode,
+        event.customer,
+        event.account,
+        event.object_id,
+        event.amount,
+        event.currency,
+        event.payload,
+        received_at,
+        received_at,
+        event.kind,
+        None if event.related_object is None else json.dumps(event.related_object),
+    )
+
+
 def _event(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
     values = list(row)
     values[4] = bool(values[4])
+    values[-1] = None if values[-1] is None else json.loads(values[-1])
     return StoredEvent(*values)
 
 

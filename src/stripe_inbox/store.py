@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -23,6 +24,7 @@ from .models import (
 from .settings import is_postgres_url
 
 AddOutcome = Literal["stored", "duplicate"]
+EventKind = Literal["snapshot", "thin"]
 DeliveryKind = Literal["notification", "ticket"]
 
 
@@ -47,6 +49,8 @@ class StoredEvent:
     outcome: Outcome | None
     note: str | None
     classification: str | None
+    kind: EventKind
+    related_object: dict[str, Any] | None
 
     def body(self) -> dict[str, Any]:
         return json.loads(self.payload)
@@ -108,13 +112,16 @@ class EventQuery:
     status: Status | None = "pending"
     type: str | None = None
     customer: str | None = None
+    account: str | None = None
     limit: int = 20
     after: int | None = None  # keyset cursor: the seq of the last event already seen
     newest_first: bool = False
 
 
 class Store(Protocol):
-    async def add_event(self, event: IncomingEvent, received_at: float) -> AddOutcome: ...
+    async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
+        """Insert each new event, or count one more delivery of a known one, in one durable transaction."""
+        ...
 
     async def get_event(self, event_id: str) -> StoredEvent | None: ...
 
@@ -198,6 +205,12 @@ class Store(Protocol):
         ...
 
     async def prune(self, acked_before: float) -> int: ...
+
+    async def get_state(self, key: str) -> str | None:
+        """A small named value the inbox keeps for itself (e.g. where a backfill got to)."""
+        ...
+
+    async def set_state(self, key: str, value: str | None) -> None: ...
 
     async def change_token(self) -> int:
         """A number that changes whenever any process commits a change to the inbox."""
