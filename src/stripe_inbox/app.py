@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from mcp.server.transport_security import TransportSecuritySettings
@@ -34,41 +34,38 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
     """The ASGI app of `serve`. The inbox is opened (and closed) by the caller."""
     metrics = metrics or Metrics()
 
-    async def webhook(request: Request) -> Response:
-        started = time.perf_counter()
-        event_id = event_type = None
-        try:
-            payload = await _read_body(request)
-            receipt = await inbox.receive(payload, request.headers.get("stripe-signature"))
-            event_id, event_type, result = receipt.event.id, receipt.event.type, receipt.result
-            status, body = 200, {"received": True, result: True} if result != "stored" else {"received": True}
-        except DeliveryRejected as error:
-            result, status, body = error.code, 400, {"error": error.code, "message": str(error)}
-        except BodyTooLarge:
-            message = f"the body is larger than {MAX_BODY_BYTES} bytes"
-            result, status, body = "too_large", 413, {"error": "too_large", "message": message}
-        except StoreUnavailable as error:
-            result, status, body = (
-                "store_unavailable",
-                503,
-                {"error": "store_unavailable", "message": str(error)},
-            )
-        except ClientDisconnect:
-            result, status, body = "client_disconnected", 400, {}
-        latency = time.perf_counter() - started
-        metrics.record_delivery(result, status, latency)
-        delivery_log.info(
-            json.dumps(
-                {
-                    "event_id": event_id,
-                    "type": event_type,
-                    "result": result,
-                    "status": status,
-                    "latency_ms": round(latency * 1000, 3),
-                }
-            )
-        )
-        return JSONResponse(body, status_code=status)
+    def ingress(thin: bool) -> Callable[[Request], Awaitable[Response]]:
+        async def webhook(request: Request) -> Response:
+            started = time.perf_counter()
+            event_id = event_type = None
+            try:
+                payload = await _read_body(request)
+                receipt = await inbox.receive(payload, request.headers.get("stripe-signature"), thin=thin)
+                event_id, event_type, result = receipt.event.id, receipt.event.type, receipt.result
+                status, body = 200, {"received": True} if result == "stored" else {"received": True, result: True}
+            except DeliveryRejected as error:
+                result, status, body = error.code, 400, {"error": error.code, "message": str(error)}
+            except BodyTooLarge:
+                message = f"the body is larger than {MAX_BODY_BYTES} bytes"
+                result, status, body = "too_large", 413, {"error": "too_large", "message": message}
+            except StoreUnavailable as error:
+                result, status = "store_unavailable", 503
+                body = {"error": "store_unavailable", "message": str(error)}
+            except ClientDisconnect:
+                result, status, body = "client_disconnected", 400, {}
+            latency = time.perf_counter() - started
+            metrics.record_delivery(result, status, latency)
+            line = {
+                "event_id": event_id,
+                "type": event_type,
+                "result": result,
+                "status": status,
+                "latency_ms": round(latency * 1000, 3),
+            }
+            delivery_log.info(json.dumps(line))
+            return JSONResponse(body, status_code=status)
+
+        return webhook
 
     async def healthz(request: Request) -> Response:
         try:
@@ -82,7 +79,8 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
         return Response(metrics.render(counts, await inbox.stats()), media_type=CONTENT_TYPE)
 
     routes: list[Route | Mount] = [
-        Route("/webhooks/stripe", webhook, methods=["POST"]),
+        Route("/webhooks/stripe", ingress(thin=False), methods=["POST"]),
+        Route("/webhooks/stripe/thin", ingress(thin=True), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]

@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=["pending", "acked", "all"], default="pending")
     listing.add_argument("--type")
     listing.add_argument("--customer")
+    listing.add_argument("--account", help="a Connect account, acct_…")
     listing.add_argument("--limit", type=_positive, default=20)
     listing.add_argument("--json", action="store_true", help="print the page as JSON")
     show = command("show", _events_show, "show one event with its state and audit trail", events)
@@ -83,6 +84,21 @@ def _parser() -> argparse.ArgumentParser:
     ack.add_argument("--note")
     prune = command("prune", _events_prune, "delete acked events older than some days", events)
     prune.add_argument("--acked-older-than", type=float, required=True, metavar="DAYS")
+
+    register = command("register", _register, "create this inbox's webhook endpoint on Stripe, keep its secret")
+    register.add_argument(
+        "--url", required=True, metavar="PUBLIC_URL", help="e.g. https://inbox.example.com/webhooks/stripe"
+    )
+    register.add_argument("--events", nargs="+", metavar="T", help="event types (default: the configured filter)")
+    register.add_argument("--force", action="store_true", help="create it even if this URL already has an endpoint")
+    register.add_argument("--dry-run", action="store_true", help="show the request and send nothing")
+
+    backfill = command("backfill", _backfill, "fetch events the inbox missed from Stripe's Events API")
+    since = backfill.add_mutually_exclusive_group()
+    since.add_argument("--since", metavar="DATE", help="YYYY-MM-DD (default: where the last backfill ended)")
+    since.add_argument("--days", type=float, metavar="N", help="look back N days (at most 30)")
+    backfill.add_argument("--undelivered-only", action="store_true", help="only events Stripe could not deliver")
+    backfill.add_argument("--json", action="store_true", help="print the result as JSON")
 
     command("claude-config", _claude_config, "print the claude_desktop_config.json entry")
     return parser
@@ -208,7 +224,7 @@ def _trigger(args: argparse.Namespace) -> None:
 
 def _events_list(args: argparse.Namespace) -> None:
     async def work(inbox: Inbox) -> None:
-        page = await inbox.list_events(args.status, args.type, args.customer, args.limit)
+        page = await inbox.list_events(args.status, args.type, args.customer, args.account, args.limit)
         if args.json:
             print(page.model_dump_json(indent=2))
             return
@@ -282,6 +298,51 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     for row in (header, *rows):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+# -- Stripe-side ----------------------------------------------------------------------------------
+
+
+def _register(args: argparse.Namespace) -> None:
+    from .register import register
+
+    settings = _settings(args)
+    done = anyio.run(lambda: register(settings, args.url, args.events, args.force, args.dry_run))
+    for note in done.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.dry_run:
+        print(f"dry run: would send\n{done.request}")
+        return
+    print(f"created webhook endpoint {done.endpoint_id} for {done.url} ({', '.join(done.enabled_events)})")
+    print(f"its signing secret is stored in {done.secret_file} (mode 0600) and accepted from now on")
+    print("next: (re)start `stripe-inbox serve`, then send a test event from the Stripe dashboard")
+
+
+def _backfill(args: argparse.Namespace) -> None:
+    from .backfill import BackfillResult, backfill, start_of
+    from .stripe_api import StripeAPI
+
+    def progress(result: BackfillResult) -> None:
+        print(
+            f"page {result.pages}: {result.new} new, {result.already_present} already present, "
+            f"{result.filtered} filtered",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def work(inbox: Inbox) -> None:
+        api = StripeAPI(inbox.settings.api_key, inbox.settings.api_base)
+        result = await backfill(inbox, api, start_of(args.since, args.days), args.undelivered_only, progress)
+        if args.json:
+            print(result.model_dump_json(indent=2))
+            return
+        resumed = " (resumed an interrupted run)" if result.resumed else ""
+        print(
+            f"backfill since {result.since:%Y-%m-%d %H:%M:%S} UTC{resumed}: {result.new} new, "
+            f"{result.already_present} already present, {result.filtered} filtered"
+        )
+
+    _with_inbox(args, work)
 
 
 # -- claude-config -------------------------------------------------------------------------------

@@ -8,14 +8,15 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
+import stripe
 
 from . import signature
 from .channels import recipient_for
 from .classify import classify
-from .errors import InvalidArgument, NotFound
+from .errors import DeliveryRejected, InvalidArgument, NotFound
 from .events import EventFilter, IncomingEvent
 from .models import (
     OUTCOMES,
@@ -34,6 +35,7 @@ from .models import (
 from .outbox import Outbox
 from .settings import Settings
 from .store import Audit, EventQuery, Store, StoredEvent, open_store
+from .stripe_api import StripeAPI, StripeAPIError
 
 MAX_PAGE = 100
 MAX_WAIT_SECONDS = 300
@@ -53,14 +55,25 @@ class Inbox:
         self.secrets = settings.webhook_secrets
         self.filter = EventFilter(settings.events)
         self.outbox = Outbox(store, settings, self.signal_change)
+        # Parsing needs a client but makes no request, so a placeholder key will do.
+        self._stripe = stripe.StripeClient(settings.api_key or "sk_unused")
         self._changed = anyio.Event()
 
     # -- ingress ---------------------------------------------------------------------------------
 
-    async def receive(self, payload: bytes, signature_header: str | None) -> Receipt:
-        """Verify, parse, filter and durably store one delivery; raises DeliveryRejected or StoreUnavailable."""
+    async def receive(self, payload: bytes, signature_header: str | None, thin: bool = False) -> Receipt:
+        """Verify, parse, filter and durably store one delivery; raises DeliveryRejected or StoreUnavailable.
+        `thin`: the delivery came to the thin-event endpoint (Stripe's v2 event destinations)."""
         signature.verify(payload, signature_header, self.secrets)
         event = IncomingEvent.parse(payload)
+        if thin != (event.kind == "thin"):
+            where = "/webhooks/stripe/thin" if event.kind == "thin" else "/webhooks/stripe"
+            raise DeliveryRejected("invalid_payload", f"this is a {event.kind} event: its endpoint is {where}")
+        if thin:
+            try:  # the stripe package's own reading of a thin event notification
+                self._stripe.parse_event_notification_without_verification(payload)
+            except (ValueError, KeyError, TypeError) as error:
+                raise DeliveryRejected("invalid_payload", f"not a thin event notification: {error}") from None
         (result,) = await self.accept([event])
         return Receipt(result, event)
 
@@ -80,6 +93,7 @@ class Inbox:
         status: str = "pending",
         type: str | None = None,
         customer: str | None = None,
+        account: str | None = None,
         limit: int = 20,
         cursor: str | None = None,
         newest_first: bool | None = None,
@@ -94,6 +108,7 @@ class Inbox:
             status=None if status == "all" else status,  # type: ignore[arg-type]
             type=type or None,
             customer=customer or None,
+            account=account or None,
             limit=limit + 1,
             after=None if cursor is None else int(cursor),
             # The work queue reads oldest first; history reads newest first.
@@ -116,9 +131,15 @@ class Inbox:
 
     async def get_event(self, event_id: str) -> EventDetail:
         stored = await self.event(event_id)
+        full_event, full_event_note = await self._full_event(stored)
         return EventDetail(
             id=stored.id,
             type=stored.type,
+            kind=stored.kind,
+            account=stored.account,
+            related_object=stored.related_object,
+            full_event=full_event,
+            full_event_note=full_event_note,
             state=stored.state(),
             event=stored.body(),
             classification=stored.stored_classification(),
@@ -126,6 +147,17 @@ class Inbox:
             notifications=await self.store.notifications(event_id),
             audit=await self.store.audit_trail(event_id),
         )
+
+    async def _full_event(self, stored: StoredEvent) -> tuple[dict[str, Any] | None, str | None]:
+        """A thin event carries only a reference: fetch the full event from Stripe when a key allows."""
+        if stored.kind != "thin":
+            return None, None
+        if not self.settings.api_key:
+            return None, "a thin event holds only a reference; set STRIPE_API_KEY to fetch the full event from Stripe"
+        try:
+            return await StripeAPI(self.settings.api_key, self.settings.api_base).v2_event(stored.id), None
+        except StripeAPIError as error:
+            return None, f"could not fetch the full event: {error}"
 
     async def stats(self) -> Stats:
         counts, oldest = await self.store.counts(), await self.store.oldest_pending()

@@ -20,6 +20,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.shared.exceptions import MCPError
 from pydantic import Field
 
+from .backfill import BackfillResult, backfill, start_of
 from .errors import InboxError, NotFound
 from .inbox import MAX_PAGE, Inbox
 from .metrics import Metrics
@@ -36,6 +37,7 @@ from .models import (
     WaitResult,
 )
 from .redact import Redactor
+from .stripe_api import StripeAPI
 
 PENDING_URI = "stripe://events/pending"
 TRIAGE_PREVIEW = 20
@@ -188,12 +190,13 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
         status: Literal["pending", "acked", "all"] = "pending",
         type: Annotated[str | None, Field(description="exact event type, e.g. invoice.payment_failed")] = None,
         customer: Annotated[str | None, Field(description="a customer id, cus_…")] = None,
+        account: Annotated[str | None, Field(description="a Connect account id, acct_…")] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 20,
         cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
     ) -> EventPage:
         """List events in the inbox: pending ones oldest first (the work queue), others newest first."""
         with _tool_errors():
-            page = await inbox.list_events(status=status, type=type, customer=customer, limit=limit, cursor=cursor)
+            page = await inbox.list_events(status, type, customer, account, limit, cursor)
         return present.model(page)
 
     @server.tool()
@@ -264,6 +267,19 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
             result = await inbox.ack(event_id, outcome, note, ACTOR)
         await notifier.updated(event_uri(event_id))
         return result
+
+    @server.tool()
+    async def backfill_events(
+        days: Annotated[float | None, Field(gt=0, le=30, description="look back this many days")] = None,
+        since: Annotated[str | None, Field(description="or from this date, YYYY-MM-DD")] = None,
+        undelivered_only: Annotated[bool, Field(description="only events Stripe could not deliver")] = False,
+    ) -> BackfillResult:
+        """Fetch events from Stripe's Events API that the inbox missed (while it was down, say) and add
+        them as pending. With no days or since, continues from where the last backfill ended. Needs
+        STRIPE_API_KEY."""
+        with _tool_errors():
+            api = StripeAPI(inbox.settings.api_key, inbox.settings.api_base)
+            return await backfill(inbox, api, start_of(since, days), undelivered_only)
 
     # -- prompts ---------------------------------------------------------------------------------
 

@@ -125,6 +125,11 @@ class AuditEntry(BaseModel):
 class EventDetail(BaseModel):
     id: str
     type: str
+    kind: Literal["snapshot", "thin"] = Field(description="thin: Stripe's v2 notification, a reference only")
+    account: str | None = Field(default=None, description="Connect account the event came from")
+    related_object: dict[str, Any] | None = Field(default=None, description="what a thin event is about")
+    full_event: dict[str, Any] | None = Field(default=None, description="a thin event, fetched from Stripe")
+    full_event_note: str | None = Field(default=None, description="why a thin event's full event is missing")
     state: EventState
     event: dict[str, Any] = Field(description="the Stripe event exactly as delivered")
     classification: Classification | None = None
