@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,13 +114,24 @@ MIGRATIONS = [
     """,
 ]
 
-INSERT_EVENT = """
+INSERT_EVENTS = """
     INSERT INTO events (id, type, created, livemode, customer, account, object_id, amount, currency, payload,
                         received_at, last_delivery_at, kind, related_object)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    VALUES {values}
     ON CONFLICT (id) DO UPDATE SET deliveries = deliveries + 1, last_delivery_at = excluded.last_delivery_at
-    RETURNING deliveries
+    RETURNING id, deliveries
 """
+INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+MAX_BATCH_EVENTS = 500  # 14 parameters each stays far below SQLite's limit of 32766
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    events: Sequence[IncomingEvent]
+    received_at: float
+    outcomes: asyncio.Future[list[AddOutcome]]
+
+
 EVENT_COLUMNS = (
     "seq, id, type, created, livemode, customer, account, object_id, amount, currency, payload, status, "
     "received_at, last_delivery_at, deliveries, acked_at, outcome, note, classification, kind, related_object"
@@ -129,6 +143,9 @@ class SQLiteStore:
         self._writer = writer
         self._reader = reader
         self._write_lock = anyio.Lock()
+        self._waiting: list[_Waiting] = []
+        self._work = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: str, lock_timeout_seconds: float = 5.0) -> SQLiteStore:
@@ -173,13 +190,45 @@ class SQLiteStore:
             raise StoreUnavailable(f"the inbox database cannot be read: {error}") from error
 
     async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
-        outcomes: list[AddOutcome] = []
-        async with self._transaction() as db:
-            for event in events:
-                async with db.execute(INSERT_EVENT, _event_row(event, received_at)) as cursor:
-                    (deliveries,) = await cursor.fetchone()  # type: ignore[misc]
-                outcomes.append("stored" if deliveries == 1 else "duplicate")
-        return outcomes
+        """Group commit: deliveries that arrive while a transaction is being written share the next one,
+        so one fsync makes many events durable; each caller still returns only after its commit."""
+        if not events:
+            return []
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(events, received_at, loop.create_future())
+        self._waiting.append(waiting)
+        if self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._commit_waiting())
+        self._work.set()
+        return await waiting.outcomes
+
+    async def _commit_waiting(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while self._waiting:
+                batch = [self._waiting.pop(0)]
+                while self._waiting and sum(len(w.events) for w in batch) < MAX_BATCH_EVENTS:
+                    batch.append(self._waiting.pop(0))
+                try:
+                    outcomes = await self._insert([(e, w.received_at) for w in batch for e in w.events])
+                except Exception as error:  # a failed commit fails every delivery in it: each gets a 503
+                    for waiting in batch:
+                        waiting.outcomes.set_exception(error)
+                    continue
+                for waiting in batch:
+                    waiting.outcomes.set_result([outcomes.pop(0) for _ in waiting.events])
+
+    async def _insert(self, rows: list[tuple[IncomingEvent, float]]) -> list[AddOutcome]:
+        values = ", ".join([INSERT_VALUES] * len(rows))
+        parameters = [value for event, at in rows for value in _event_row(event, at)]
+        async with self._transaction() as db, db.execute(INSERT_EVENTS.format(values=values), parameters) as cursor:
+            returned = await cursor.fetchall()
+        # One id may come twice in a batch (a retry racing the original): its lowest count is the first.
+        counts: dict[str, list[int]] = {}
+        for event_id, deliveries in sorted(returned, key=lambda row: row[1]):
+            counts.setdefault(event_id, []).append(deliveries)
+        return ["stored" if counts[event.id].pop(0) == 1 else "duplicate" for event, _ in rows]
 
     async def get_state(self, key: str) -> str | None:
         rows = await self._read("SELECT value FROM state WHERE key = ?", (key,))
@@ -420,6 +469,10 @@ class SQLiteStore:
         await self._read("SELECT 1 FROM events LIMIT 1")
 
     async def close(self) -> None:
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
         await self._reader.close()
         await self._writer.close()
 
