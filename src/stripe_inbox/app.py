@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -33,13 +34,15 @@ class BodyTooLarge(Exception):
 def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Metrics | None = None) -> Starlette:
     """The ASGI app of `serve`. The inbox is opened (and closed) by the caller."""
     metrics = metrics or Metrics()
+    body_timeout = inbox.settings.body_timeout_seconds
 
     def ingress(thin: bool) -> Callable[[Request], Awaitable[Response]]:
         async def webhook(request: Request) -> Response:
             started = time.perf_counter()
             event_id = event_type = None
             try:
-                payload = await _read_body(request)
+                with anyio.fail_after(body_timeout):  # a slow body must not hold a connection forever
+                    payload = await _read_body(request)
                 receipt = await inbox.receive(payload, request.headers.get("stripe-signature"), thin=thin)
                 event_id, event_type, result = receipt.event.id, receipt.event.type, receipt.result
                 status, body = 200, {"received": True} if result == "stored" else {"received": True, result: True}
@@ -48,6 +51,9 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             except BodyTooLarge:
                 message = f"the body is larger than {MAX_BODY_BYTES} bytes"
                 result, status, body = "too_large", 413, {"error": "too_large", "message": message}
+            except TimeoutError:
+                message = f"the body did not arrive within {body_timeout:g} s"
+                result, status, body = "body_timeout", 408, {"error": "body_timeout", "message": message}
             except StoreUnavailable as error:
                 result, status = "store_unavailable", 503
                 body = {"error": "store_unavailable", "message": str(error)}

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     mcp_token: str | None = Field(default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_MCP_TOKEN"))
     events: list[str] = Field(default_factory=lambda: ["*"])
     lock_timeout_seconds: float = Field(default=5.0, gt=0)
+    body_timeout_seconds: float = Field(default=10.0, gt=0)
     policy: Policy = Field(default_factory=Policy)
     rules: list[Rule] = Field(default_factory=list)
     redact: list[Literal["email", "phone", "address", "name"]] = Field(default_factory=list)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import anyio
+import anyio.to_thread
 
 from .errors import NotFound, StoreUnavailable
 from .events import IncomingEvent
@@ -125,11 +126,7 @@ INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 MAX_BATCH_EVENTS = 500  # 14 parameters each stays far below SQLite's limit of 32766
 
 
-@dataclass(frozen=True, slots=True)
-class _Waiting:
-    events: Sequence[IncomingEvent]
-    received_at: float
-    outcomes: asyncio.Future[list[AddOutcome]]
+IngestItem = tuple[list[tuple[IncomingEvent, float]], "asyncio.Future[list[AddOutcome]]"]
 
 
 EVENT_COLUMNS = (
@@ -139,13 +136,21 @@ EVENT_COLUMNS = (
 
 
 class SQLiteStore:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, lock_timeout_seconds: float
+    ) -> None:
         self._writer = writer
         self._reader = reader
         self._write_lock = anyio.Lock()
-        self._waiting: list[_Waiting] = []
-        self._work = asyncio.Event()
-        self._committer: asyncio.Task[None] | None = None
+        # Event inserts, the hot path, skip aiosqlite's hop per statement: a thread of their own batches them.
+        self._ingest: queue.SimpleQueue[IngestItem | None] = queue.SimpleQueue()
+        self._ingest_thread = threading.Thread(
+            target=self._ingest_forever,
+            args=(path, lock_timeout_seconds, asyncio.get_running_loop()),
+            name="stripe-inbox-ingest",
+            daemon=True,
+        )
+        self._ingest_thread.start()
 
     @classmethod
     async def open(cls, path: str, lock_timeout_seconds: float = 5.0) -> SQLiteStore:
@@ -162,7 +167,7 @@ class SQLiteStore:
             if isinstance(error, sqlite3.Error):
                 raise StoreUnavailable(f"cannot open the SQLite database {path}: {error}") from error
             raise
-        return cls(writer, reader)
+        return cls(writer, reader, path, lock_timeout_seconds)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -191,44 +196,36 @@ class SQLiteStore:
 
     async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
         """Group commit: deliveries that arrive while a transaction is being written share the next one,
-        so one fsync makes many events durable; each caller still returns only after its commit."""
+        so one fsync makes many events durable; each caller still returns only after its own commit."""
         if not events:
             return []
-        loop = asyncio.get_running_loop()
-        waiting = _Waiting(events, received_at, loop.create_future())
-        self._waiting.append(waiting)
-        if self._committer is None or self._committer.done():
-            self._committer = loop.create_task(self._commit_waiting())
-        self._work.set()
-        return await waiting.outcomes
+        outcomes: asyncio.Future[list[AddOutcome]] = asyncio.get_running_loop().create_future()
+        self._ingest.put(([(event, received_at) for event in events], outcomes))
+        return await outcomes
 
-    async def _commit_waiting(self) -> None:
-        while True:
-            await self._work.wait()
-            self._work.clear()
-            while self._waiting:
-                batch = [self._waiting.pop(0)]
-                while self._waiting and sum(len(w.events) for w in batch) < MAX_BATCH_EVENTS:
-                    batch.append(self._waiting.pop(0))
+    def _ingest_forever(self, path: str, lock_timeout_seconds: float, loop: asyncio.AbstractEventLoop) -> None:
+        """The ingest thread: its own connection, one transaction per batch of whatever is queued."""
+        db = sqlite3.connect(path, isolation_level=None, timeout=lock_timeout_seconds, check_same_thread=False)
+        db.execute("PRAGMA synchronous = FULL")
+        try:
+            while (first := self._ingest.get()) is not None:
+                batch, size = [first], len(first[0])
+                while size < MAX_BATCH_EVENTS and not self._ingest.empty():
+                    if (more := self._ingest.get_nowait()) is None:
+                        self._ingest.put(None)
+                        break
+                    batch.append(more)
+                    size += len(more[0])
                 try:
-                    outcomes = await self._insert([(e, w.received_at) for w in batch for e in w.events])
-                except Exception as error:  # a failed commit fails every delivery in it: each gets a 503
-                    for waiting in batch:
-                        waiting.outcomes.set_exception(error)
-                    continue
-                for waiting in batch:
-                    waiting.outcomes.set_result([outcomes.pop(0) for _ in waiting.events])
-
-    async def _insert(self, rows: list[tuple[IncomingEvent, float]]) -> list[AddOutcome]:
-        values = ", ".join([INSERT_VALUES] * len(rows))
-        parameters = [value for event, at in rows for value in _event_row(event, at)]
-        async with self._transaction() as db, db.execute(INSERT_EVENTS.format(values=values), parameters) as cursor:
-            returned = await cursor.fetchall()
-        # One id may come twice in a batch (a retry racing the original): its lowest count is the first.
-        counts: dict[str, list[int]] = {}
-        for event_id, deliveries in sorted(returned, key=lambda row: row[1]):
-            counts.setdefault(event_id, []).append(deliveries)
-        return ["stored" if counts[event.id].pop(0) == 1 else "duplicate" for event, _ in rows]
+                    outcomes = _insert(db, [row for rows, _ in batch for row in rows])
+                    results: list[list[AddOutcome] | BaseException] = [
+                        [outcomes.pop(0) for _ in rows] for rows, _ in batch
+                    ]
+                except sqlite3.Error as error:  # a failed commit fails every delivery in it: each gets a 503
+                    results = [StoreUnavailable(f"the inbox database cannot be written: {error}")] * len(batch)
+                loop.call_soon_threadsafe(_settle, [future for _, future in batch], results)
+        finally:
+            db.close()
 
     async def get_state(self, key: str) -> str | None:
         rows = await self._read("SELECT value FROM state WHERE key = ?", (key,))
@@ -469,10 +466,8 @@ class SQLiteStore:
         await self._read("SELECT 1 FROM events LIMIT 1")
 
     async def close(self) -> None:
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
+        self._ingest.put(None)
+        await anyio.to_thread.run_sync(self._ingest_thread.join)
         await self._reader.close()
         await self._writer.close()
 
@@ -518,6 +513,34 @@ def _where(query: EventQuery) -> tuple[list[str], list[Any]]:
 
 def _sql_where(where: list[str]) -> str:
     return f"WHERE {' AND '.join(where)}" if where else ""
+
+
+def _insert(db: sqlite3.Connection, rows: list[tuple[IncomingEvent, float]]) -> list[AddOutcome]:
+    values = ", ".join([INSERT_VALUES] * len(rows))
+    parameters = [value for event, at in rows for value in _event_row(event, at)]
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        returned = db.execute(INSERT_EVENTS.format(values=values), parameters).fetchall()
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    # One id may come twice in a batch (a retry racing the original): its lowest count is the first.
+    counts: dict[str, list[int]] = {}
+    for event_id, deliveries in sorted(returned, key=lambda row: row[1]):
+        counts.setdefault(event_id, []).append(deliveries)
+    return ["stored" if counts[event.id].pop(0) == 1 else "duplicate" for event, _ in rows]
+
+
+def _settle(futures: list[asyncio.Future[list[AddOutcome]]], results: list[Any]) -> None:
+    for future, result in zip(futures, results, strict=True):
+        if future.done():  # the caller went away; its events are stored all the same
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 def _event_row(event: IncomingEvent, received_at: float) -> tuple[Any, ...]:
