@@ -74,8 +74,19 @@ def rss_mb(pid: int) -> float:
 
 
 def wrk(port: int, connections: int, duration: float, requests: Path) -> dict:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(HERE / "cycle.lua"),
-               f"http://127.0.0.1:{port}/webhooks/stripe", "--", str(requests), "1"]
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--latency",
+        "-s",
+        str(HERE / "cycle.lua"),
+        f"http://127.0.0.1:{port}/webhooks/stripe",
+        "--",
+        str(requests),
+        "1",
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -102,8 +113,14 @@ def run(kind: str, connections: int, duration: float, events: int) -> dict:
             process.wait(timeout=30)
         ok = result["requests"] - result["non2xx"]
         rows = stored_rows(workdir, kind)
-        result.update(server=kind, connections=connections, body_bytes=size, ok=ok, stored=rows,
-                      rps=round(ok / (result["duration_us"] / 1e6)))
+        result.update(
+            server=kind,
+            connections=connections,
+            body_bytes=size,
+            ok=ok,
+            stored=rows,
+            rps=round(ok / (result["duration_us"] / 1e6)),
+        )
         if rows is not None and rows < min(ok, events):
             raise SystemExit(f"{kind}: {ok} answered 200 but only {rows} rows are stored")
         return result
@@ -124,7 +141,10 @@ def chart(results: list[dict], path: Path) -> None:
     throughput.set(title="Throughput (2xx/s)", xlabel="connections", xscale="log")
     p99.set(title="p99 latency (ms)", xlabel="connections", xscale="log", yscale="log")
     for axis in (throughput, p99):
-        axis.set_xticks(sorted({r["connections"] for r in results}), labels=sorted({str(r["connections"]) for r in results}, key=int))
+        axis.set_xticks(
+            sorted({r["connections"] for r in results}),
+            labels=sorted({str(r["connections"]) for r in results}, key=int),
+        )
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
@@ -139,30 +159,39 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=HERE / "ingress.json")
     parser.add_argument("--chart", type=Path, default=HERE / "ingress.png")
     args = parser.parse_args()
-    print(f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{subprocess.run(['wrk', '--version'], capture_output=True, text=True).stdout.split(chr(10))[0]}")
+    print(
+        f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{subprocess.run(['wrk', '--version'], capture_output=True, text=True).stdout.split(chr(10))[0]}"
+    )
     results = []
     for connections in args.connections:
         for kind in SERVERS:
             result = run(kind, connections, args.duration, args.events)
             results.append(result)
-            print(f"{kind:13} c={connections:<4} {result['rps']:>7} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
-                  f"p99 {result['p99_us'] / 1000:6.2f} ms  non-2xx {result['non2xx']}  RSS {result['rss_mb']} MB  "
-                  f"stored {result['stored']}", flush=True)
+            print(
+                f"{kind:13} c={connections:<4} {result['rps']:>7} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
+                f"p99 {result['p99_us'] / 1000:6.2f} ms  non-2xx {result['non2xx']}  RSS {result['rss_mb']} MB  "
+                f"stored {result['stored']}",
+                flush=True,
+            )
     print("\n| connections | server | req/s | p50 ms | p99 ms | vs bare | vs naive |\n|---|---|---|---|---|---|---|")
     for result in results:
         same = {r["server"]: r for r in results if r["connections"] == result["connections"]}
-        print(f"| {result['connections']} | {result['server']} | {result['rps']:,} | {result['p50_us'] / 1000:.2f} | "
-              f"{result['p99_us'] / 1000:.2f} | {result['rps'] / same['bare']['rps']:.0%} | "
-              f"{result['rps'] / same['naive']['rps']:.1f}x |")
+        print(
+            f"| {result['connections']} | {result['server']} | {result['rps']:,} | {result['p50_us'] / 1000:.2f} | "
+            f"{result['p99_us'] / 1000:.2f} | {result['rps'] / same['bare']['rps']:.0%} | "
+            f"{result['rps'] / same['naive']['rps']:.1f}x |"
+        )
     args.json.write_text(json.dumps(results, indent=2))
     try:
         chart(results, args.chart)
         print(f"chart: {args.chart}")
     except ImportError:
         print("no chart: pip install matplotlib (make bench installs it)")
-    print(f"reproduce: {sys.executable} bench/ingress_bench.py --duration {args.duration:g} "
-          f"--connections {' '.join(map(str, args.connections))}")
+    print(
+        f"reproduce: {sys.executable} bench/ingress_bench.py --duration {args.duration:g} "
+        f"--connections {' '.join(map(str, args.connections))}"
+    )
 
 
 if __name__ == "__main__":

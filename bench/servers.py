@@ -1,10 +1,10 @@
 """The two servers stripe-inbox's ingress is measured against, on the same uvicorn settings.
 
-    bare:  a Starlette endpoint that reads the body and returns 200: the ceiling of this stack.
-    naive: the handler users write today: Starlette, stripe.Webhook.construct_event, and an INSERT
-           with a COMMIT per event (SQLite, WAL, synchronous=FULL, so it is as durable as ours).
+bare:  a Starlette endpoint that reads the body and returns 200: the ceiling of this stack.
+naive: the handler users write today: Starlette, stripe.Webhook.construct_event, and an INSERT
+       with a COMMIT per event (SQLite, WAL, synchronous=FULL, so it is as durable as ours).
 
-    python bench/servers.py bare|naive PORT DB SECRET
+python bench/servers.py bare|naive PORT DB SECRET
 """
 
 from __future__ import annotations
@@ -52,5 +52,9 @@ def naive_app(db: str, secret: str) -> Starlette:
 
 if __name__ == "__main__":
     kind, port, db, secret = sys.argv[1:5]
-    app = Starlette(routes=[Route("/webhooks/stripe", bare, methods=["POST"])]) if kind == "bare" else naive_app(db, secret)
+    app = (
+        Starlette(routes=[Route("/webhooks/stripe", bare, methods=["POST"])])
+        if kind == "bare"
+        else naive_app(db, secret)
+    )
     uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from stripe_inbox.errors import NotFound, StoreUnavailable
@@ -211,3 +212,23 @@ async def test_outbox_claims_leases_retries_and_finishes(store: Store) -> None:
     )
     finals = [(a.action, a.result["status"], a.result["attempts"]) for a in (await store.audit_trail(event.id))[2:]]
     assert finals == [("deliver_ticket", "sent", 2), ("deliver_notification", "failed", 2)]
+
+
+async def test_concurrent_deliveries_share_commits_and_each_gets_its_own_answer(store: Store) -> None:
+    events = [incoming() for _ in range(60)]
+    # Every event delivered three times at once, from 180 concurrent callers (retries racing originals).
+    deliveries = [event for event in events for _ in range(3)]
+    results: dict[int, list[str]] = {}
+
+    async def deliver(number: int, event: IncomingEvent) -> None:
+        results[number] = await store.add_events([event], time.time())
+
+    async with anyio.create_task_group() as group:
+        for number, event in enumerate(deliveries):
+            group.start_soon(deliver, number, event)
+    for event in events:
+        outcomes = [results[n][0] for n, e in enumerate(deliveries) if e.id == event.id]
+        assert sorted(outcomes) == ["duplicate", "duplicate", "stored"]
+        stored = await store.get_event(event.id)
+        assert stored is not None and stored.deliveries == 3
+    assert await store.count_events(EventQuery(status=None)) == 60

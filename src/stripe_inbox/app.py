@@ -21,6 +21,12 @@ from .mcp_server import InboxServer
 from .metrics import CONTENT_TYPE, Metrics
 
 MAX_BODY_BYTES = 1024 * 1024
+# The answers to Stripe for accepted deliveries, rendered once: they are on every hot request.
+ACCEPTED = {
+    "stored": b'{"received":true}',
+    "duplicate": b'{"received":true,"duplicate":true}',
+    "filtered": b'{"received":true,"filtered":true}',
+}
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
@@ -45,7 +51,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
                     payload = await _read_body(request)
                 receipt = await inbox.receive(payload, request.headers.get("stripe-signature"), thin=thin)
                 event_id, event_type, result = receipt.event.id, receipt.event.type, receipt.result
-                status, body = 200, {"received": True} if result == "stored" else {"received": True, result: True}
+                status, body = 200, ACCEPTED[result]
             except DeliveryRejected as error:
                 result, status, body = error.code, 400, {"error": error.code, "message": str(error)}
             except BodyTooLarge:
@@ -69,6 +75,8 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
                 "latency_ms": round(latency * 1000, 3),
             }
             delivery_log.info(json.dumps(line))
+            if isinstance(body, bytes):
+                return Response(body, media_type="application/json")
             return JSONResponse(body, status_code=status)
 
         return webhook

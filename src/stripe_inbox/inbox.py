@@ -278,8 +278,10 @@ class Inbox:
 
     async def changes(self) -> AsyncIterator[None]:
         """Yields after every change to the inbox, made here or by another process; bursts coalesce."""
+        changed = self._changed
         while True:
-            await self._changed.wait()
+            await changed.wait()
+            changed = self._changed  # taken before the consumer runs: a change made meanwhile is not missed
             yield
 
     async def watch_other_processes(self, interval: float = 0.2) -> None:

@@ -41,6 +41,7 @@ from .stripe_api import StripeAPI
 
 PENDING_URI = "stripe://events/pending"
 TRIAGE_PREVIEW = 20
+NOTIFY_COALESCE_SECONDS = 0.05
 STATS_URI = "stripe://stats"
 ACTOR = "mcp"
 
@@ -118,6 +119,8 @@ class InboxServer(MCPServer):
         async def publish() -> None:
             async for _ in self.inbox.changes():
                 await self.notifier.updated(PENDING_URI, STATS_URI)
+                # Under load, one notification per burst is what a client wants, not one per event.
+                await anyio.sleep(NOTIFY_COALESCE_SECONDS)
 
         async with anyio.create_task_group() as group:
             group.start_soon(self.inbox.watch_other_processes)

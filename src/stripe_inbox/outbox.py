@@ -45,9 +45,10 @@ class Outbox:
         """Deliver whatever falls due, forever. Several processes may run this on one inbox."""
         while True:
             try:
-                if await self.deliver_due():
-                    continue
+                # Read first: a claim is a write, and an idle one would contend with the ingest for the lock.
                 next_at = await self.store.next_delivery_at()
+                if next_at is not None and next_at <= time.time() and await self.deliver_due():
+                    continue
             except StoreUnavailable as error:
                 log.warning("outbox: %s; retrying", error)
                 next_at = None

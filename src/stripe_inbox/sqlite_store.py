@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import sqlite3
@@ -123,6 +124,7 @@ INSERT_EVENTS = """
     RETURNING id, deliveries
 """
 INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+CHECKPOINT_SECONDS = 1.0
 MAX_BATCH_EVENTS = 500  # 14 parameters each stays far below SQLite's limit of 32766
 
 
@@ -151,6 +153,11 @@ class SQLiteStore:
             daemon=True,
         )
         self._ingest_thread.start()
+        self._closing = threading.Event()
+        self._checkpoint_thread = threading.Thread(
+            target=self._checkpoint_forever, args=(path,), name="stripe-inbox-checkpoint", daemon=True
+        )
+        self._checkpoint_thread.start()
 
     @classmethod
     async def open(cls, path: str, lock_timeout_seconds: float = 5.0) -> SQLiteStore:
@@ -207,6 +214,7 @@ class SQLiteStore:
         """The ingest thread: its own connection, one transaction per batch of whatever is queued."""
         db = sqlite3.connect(path, isolation_level=None, timeout=lock_timeout_seconds, check_same_thread=False)
         db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it, off the commit path
         try:
             while (first := self._ingest.get()) is not None:
                 batch, size = [first], len(first[0])
@@ -224,6 +232,17 @@ class SQLiteStore:
                 except sqlite3.Error as error:  # a failed commit fails every delivery in it: each gets a 503
                     results = [StoreUnavailable(f"the inbox database cannot be written: {error}")] * len(batch)
                 loop.call_soon_threadsafe(_settle, [future for _, future in batch], results)
+        finally:
+            db.close()
+
+    def _checkpoint_forever(self, path: str) -> None:
+        """Moves committed WAL pages into the database file every second. A commit that had to do it
+        itself (SQLite's default) would stall every delivery waiting on that commit."""
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._closing.wait(CHECKPOINT_SECONDS):
+                with contextlib.suppress(sqlite3.Error):  # busy now: the next round catches up
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             db.close()
 
@@ -467,7 +486,9 @@ class SQLiteStore:
 
     async def close(self) -> None:
         self._ingest.put(None)
+        self._closing.set()
         await anyio.to_thread.run_sync(self._ingest_thread.join)
+        await anyio.to_thread.run_sync(self._checkpoint_thread.join)
         await self._reader.close()
         await self._writer.close()
 
