@@ -232,3 +232,24 @@ async def test_concurrent_deliveries_share_commits_and_each_gets_its_own_answer(
         stored = await store.get_event(event.id)
         assert stored is not None and stored.deliveries == 3
     assert await store.count_events(EventQuery(status=None)) == 60
+
+
+async def test_upgrading_an_older_schema_keeps_the_events_and_counts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stripe_inbox import sqlite_store
+
+    path = str(tmp_path / "old.db")
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:2])  # as an earlier release left it
+    old = await open_store(path)
+    await old.add_events([incoming("invoice.paid"), incoming("invoice.paid"), incoming("charge.refunded")], 1.0)
+    await old.close()
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)
+    upgraded = await open_store(path)
+    try:
+        assert sorted(await upgraded.counts()) == [("pending", "charge.refunded", 1), ("pending", "invoice.paid", 2)]
+        assert await upgraded.count_events(EventQuery(type="invoice.paid")) == 2
+    finally:
+        await upgraded.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
