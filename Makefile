@@ -26,7 +26,9 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python bench/classify_bench.py
-	$(BIN)/python bench/ingress_bench.py
+	$(BIN)/python bench/store_bench.py
+	$(BIN)/python bench/ingress_bench.py --connections 4 16 64
+	$(BIN)/python bench/mcp_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -140,11 +140,10 @@ def chart(results: list[dict], path: Path) -> None:
         p99.plot(levels, [r["p99_us"] / 1000 for r in rows], marker="o", label=kind)
     throughput.set(title="Throughput (2xx/s)", xlabel="connections", xscale="log")
     p99.set(title="p99 latency (ms)", xlabel="connections", xscale="log", yscale="log")
+    levels = sorted({r["connections"] for r in results})
     for axis in (throughput, p99):
-        axis.set_xticks(
-            sorted({r["connections"] for r in results}),
-            labels=sorted({str(r["connections"]) for r in results}, key=int),
-        )
+        axis.minorticks_off()
+        axis.set_xticks(levels, labels=[str(level) for level in levels])
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()

@@ -18,7 +18,6 @@ from stripe_inbox.events import IncomingEvent
 from stripe_inbox.mcp_server import PENDING_URI, InboxServer, create_mcp_server
 
 from .conftest import SECRET, encode, make_event
-from .conftest import settings as settings
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]

@@ -96,7 +96,6 @@ class Inbox:
         account: str | None = None,
         limit: int = 20,
         cursor: str | None = None,
-        newest_first: bool | None = None,
     ) -> EventPage:
         if status not in ("pending", "acked", "all"):
             raise InvalidArgument(f"status must be 'pending', 'acked' or 'all', not {status!r}")
@@ -112,7 +111,7 @@ class Inbox:
             limit=limit + 1,
             after=None if cursor is None else int(cursor),
             # The work queue reads oldest first; history reads newest first.
-            newest_first=status != "pending" if newest_first is None else newest_first,
+            newest_first=status != "pending",
         )
         rows = await self.store.list_events(query)
         total = await self.store.count_events(query)
