@@ -27,7 +27,7 @@ ACCEPTED = {
     "duplicate": b'{"received":true,"duplicate":true}',
     "filtered": b'{"received":true,"filtered":true}',
 }
-LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+LOOPBACK_HOST_HEADERS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 delivery_log = logging.getLogger("stripe_inbox.ingress")
@@ -121,7 +121,7 @@ def _transport_security(token_required: bool) -> TransportSecuritySettings:
         # A bearer token is what a DNS-rebinding page cannot supply, so any Host may reach /mcp.
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=LOOPBACK_HOSTS, allowed_origins=LOOPBACK_ORIGINS
+        enable_dns_rebinding_protection=True, allowed_hosts=LOOPBACK_HOST_HEADERS, allowed_origins=LOOPBACK_ORIGINS
     )
 
 

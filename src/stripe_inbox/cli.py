@@ -223,7 +223,9 @@ def _trigger(args: argparse.Namespace) -> None:
             outcome = response.json() if response.headers.get("content-type") == "application/json" else {}
             failures += response.status_code != 200
             if args.count == 1 or response.status_code != 200:
-                detail = outcome.get("message") or ", ".join(k for k, v in outcome.items() if v is True)
+                detail = outcome.get("message") or next(
+                    (result for result in ("duplicate", "filtered") if outcome.get(result)), "stored"
+                )
                 print(f"{event_id} {args.event_type} -> {response.status_code} {detail}")
             elif number % max(1, args.count // 10) == 0 or number == args.count:
                 print(f"sent {number}/{args.count}", file=sys.stderr)

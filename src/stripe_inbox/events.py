@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -136,6 +137,20 @@ def format_amount(minor: int, currency: str) -> str:
     if currency.lower() in ZERO_DECIMAL_CURRENCIES:
         return f"{currency.upper()} {minor:,}"
     return f"{currency.upper()} {major_units(minor, currency):,.2f}"
+
+
+PATTERN = re.compile(r"\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?")
+
+
+def check_patterns(patterns: list[str]) -> list[str]:
+    """Event type patterns, as the config and `register` take them; a malformed one is a ValueError."""
+    for pattern in patterns:
+        if not PATTERN.fullmatch(pattern):
+            raise ValueError(
+                f"{pattern!r} is not an event type pattern: use '*', an exact type such as "
+                "'invoice.paid', or a prefix such as 'invoice.*'"
+            )
+    return patterns
 
 
 class EventFilter:

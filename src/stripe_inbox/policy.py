@@ -8,8 +8,9 @@ import re
 import string
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from .events import EventFilter, check_patterns
 from .models import OUTCOMES, Priority
 
 DEFAULT_INSTRUCTIONS = (
@@ -46,21 +47,6 @@ TOOL_ARGUMENTS = {
     "notify": {"channel", "message", "subject"},
     "ack_event": {"outcome", "note"},
 }
-PATTERN = re.compile(r"\*|[a-z0-9_.]+(\.\*)?")
-
-
-def check_patterns(patterns: list[str]) -> list[str]:
-    for pattern in patterns:
-        if not PATTERN.fullmatch(pattern) or pattern.startswith(".") or ".." in pattern:
-            raise ValueError(
-                f"{pattern!r} is not an event type pattern: use '*', an exact type such as "
-                "'invoice.paid', or a prefix such as 'invoice.*'"
-            )
-    return patterns
-
-
-def matches(patterns: list[str], event_type: str) -> bool:
-    return any(p == "*" or p == event_type or (p.endswith(".*") and event_type.startswith(p[:-1])) for p in patterns)
 
 
 class RuleAction(BaseModel):
@@ -108,6 +94,10 @@ class Rule(BaseModel):
     when: dict[str, Any] = Field(default_factory=dict)
     priority: Priority | None = None
     actions: list[RuleAction] | None = None
+    _types: EventFilter = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        self._types = EventFilter(self.match)
 
     @field_validator("match")
     @classmethod
@@ -127,7 +117,7 @@ class Rule(BaseModel):
         return when
 
     def applies(self, event_type: str, facts: dict[str, Any], event: dict[str, Any]) -> bool:
-        if not matches(self.match, event_type):
+        if not self._types.accepts(event_type):
             return False
         return all(_holds(_lookup(field, facts, event), condition) for field, condition in self.when.items())
 

@@ -8,7 +8,7 @@ from urllib.parse import urlencode, urlparse
 from pydantic import BaseModel
 
 from .errors import InvalidArgument
-from .policy import check_patterns
+from .events import check_patterns
 from .settings import Settings, store_secret
 from .stripe_api import StripeAPI, StripeAPIError
 

@@ -18,7 +18,8 @@ from pydantic_settings import (
 
 from .channels import ChannelConfig, LogChannel
 from .errors import ConfigError
-from .policy import Policy, Rule, check_patterns
+from .events import check_patterns
+from .policy import Policy, Rule
 from .trackers import TrackerConfig
 
 DEFAULT_CONFIG_FILE = "stripe-inbox.toml"
