@@ -10,7 +10,9 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Coroutine
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import anyio
@@ -150,6 +152,12 @@ def _serve(args: argparse.Namespace) -> None:
     from .mcp_server import create_mcp_server
     from .metrics import Metrics
 
+    # Log lines are written by a thread of their own: a write to stderr per delivery stays off the event loop.
+    root = logging.getLogger()
+    listener = QueueListener(queue := SimpleQueue(), *root.handlers)  # type: ignore[var-annotated]
+    root.handlers = [QueueHandler(queue)]
+    listener.start()
+
     async def run() -> None:
         async with open_inbox(settings) as inbox:
             metrics = Metrics()
@@ -168,7 +176,10 @@ def _serve(args: argparse.Namespace) -> None:
             )
             await server.serve(sockets=[sock])
 
-    anyio.run(run, backend_options={"use_uvloop": _has_uvloop()})
+    try:
+        anyio.run(run, backend_options={"use_uvloop": _has_uvloop()})
+    finally:
+        listener.stop()
 
 
 def _has_uvloop() -> bool:
