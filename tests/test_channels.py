@@ -297,7 +297,7 @@ def test_bad_channel_config_names_the_key(
 
 
 def test_outbox_table_has_no_secrets_column() -> None:
-    from stripe_inbox.sqlite_store import MIGRATIONS
+    from stripe_inbox.sqlite_schema import MIGRATIONS
 
     schema = "".join(MIGRATIONS).lower()
     assert "url" not in schema.replace("tracker_url", "") and "token" not in schema and "password" not in schema

@@ -14,7 +14,7 @@ import pytest
 from stripe_inbox.errors import NotFound, StoreUnavailable
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.models import Classification
-from stripe_inbox.sqlite_store import MIGRATIONS
+from stripe_inbox.sqlite_schema import MIGRATIONS
 from stripe_inbox.store import Audit, EventQuery, Store, open_store
 
 from .conftest import encode, make_event
@@ -237,14 +237,14 @@ async def test_concurrent_deliveries_share_commits_and_each_gets_its_own_answer(
 async def test_upgrading_an_older_schema_keeps_the_events_and_counts_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stripe_inbox import sqlite_store
+    from stripe_inbox import sqlite_schema
 
     path = str(tmp_path / "old.db")
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:2])  # as an earlier release left it
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", MIGRATIONS[:2])  # as an earlier release left it
     old = await open_store(path)
     await old.add_events([incoming("invoice.paid"), incoming("invoice.paid"), incoming("charge.refunded")], 1.0)
     await old.close()
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", MIGRATIONS)
     upgraded = await open_store(path)
     try:
         assert sorted(await upgraded.counts()) == [("pending", "charge.refunded", 1), ("pending", "invoice.paid", 2)]

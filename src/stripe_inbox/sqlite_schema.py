@@ -1,0 +1,143 @@
+"""The SQLite inbox's schema: numbered migrations, applied in order on open and recorded in
+`PRAGMA user_version`."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+
+from .errors import StoreUnavailable
+
+MIGRATIONS = [
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        livemode INTEGER NOT NULL,
+        customer TEXT,
+        account TEXT,
+        object_id TEXT,
+        amount INTEGER,
+        currency TEXT,
+        payload BLOB NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'acked')),
+        received_at REAL NOT NULL,
+        last_delivery_at REAL NOT NULL,
+        deliveries INTEGER NOT NULL DEFAULT 1,
+        acked_at REAL,
+        outcome TEXT,
+        note TEXT,
+        classification TEXT
+    );
+    CREATE INDEX events_status ON events (status, seq);
+    CREATE INDEX events_type ON events (type, seq);
+    CREATE INDEX events_customer ON events (customer, seq);
+    CREATE INDEX events_acked_at ON events (acked_at) WHERE status = 'acked';
+    CREATE TABLE tickets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        tracker_id TEXT,
+        tracker_url TEXT,
+        UNIQUE (event_id, title)
+    );
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT,
+        channel TEXT NOT NULL,
+        subject TEXT,
+        message TEXT NOT NULL,
+        recipient TEXT,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX notifications_event ON notifications (event_id);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('notification', 'ticket')),
+        ref_id INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        event_id TEXT,
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until REAL,
+        reason TEXT,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        UNIQUE (kind, ref_id)
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        event_id TEXT,
+        arguments TEXT NOT NULL,
+        result TEXT NOT NULL
+    );
+    CREATE INDEX audit_event ON audit (event_id, id);
+    """,
+    """
+    ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT 'snapshot' CHECK (kind IN ('snapshot', 'thin'));
+    ALTER TABLE events ADD COLUMN related_object TEXT;
+    CREATE INDEX events_account ON events (account, seq);
+    CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # Counts kept by triggers, so totals and stats cost the same with a million events as with ten.
+    """
+    CREATE TABLE event_counts (status TEXT NOT NULL, type TEXT NOT NULL, n INTEGER NOT NULL,
+                               PRIMARY KEY (status, type)) WITHOUT ROWID;
+    INSERT INTO event_counts SELECT status, type, count(*) FROM events GROUP BY status, type;
+    CREATE TRIGGER events_count_insert AFTER INSERT ON events BEGIN
+        INSERT INTO event_counts VALUES (NEW.status, NEW.type, 1)
+        ON CONFLICT (status, type) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER events_count_status AFTER UPDATE OF status ON events WHEN OLD.status != NEW.status BEGIN
+        UPDATE event_counts SET n = n - 1 WHERE status = OLD.status AND type = OLD.type;
+        INSERT INTO event_counts VALUES (NEW.status, NEW.type, 1)
+        ON CONFLICT (status, type) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER events_count_delete AFTER DELETE ON events BEGIN
+        UPDATE event_counts SET n = n - 1 WHERE status = OLD.status AND type = OLD.type;
+    END;
+    """,
+]
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        async with db.execute("PRAGMA user_version") as cursor:
+            (version,) = await cursor.fetchone()  # type: ignore[misc]
+        if version > len(MIGRATIONS):
+            raise StoreUnavailable(
+                f"the database has schema version {version}, newer than this stripe-inbox knows "
+                f"({len(MIGRATIONS)}); upgrade stripe-inbox"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in _statements(script):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {number}")
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements; a trigger's body has semicolons of its own, so split where SQLite would."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [statement for statement in statements if statement.rstrip(";").strip()]
