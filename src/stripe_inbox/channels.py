@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
-import time
 from email.message import EmailMessage
 from typing import Annotated, Any, Literal
 
@@ -16,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from .errors import DeliveryFailed, InvalidArgument
+from .signature import sign
 
 log = logging.getLogger("stripe_inbox.notify")
 
@@ -143,20 +141,13 @@ def slack_payload(message: Message) -> dict[str, Any]:
     return {"text": fallback, "blocks": blocks}
 
 
-def signature_header(body: bytes, secret: str, timestamp: int | None = None) -> str:
-    """`t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: Stripe's own scheme, so receivers know it."""
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
 async def post_json(
     url: str, payload: dict[str, Any], secret: str | None = None, headers: dict[str, str] | None = None
 ) -> httpx.Response:
     body = json.dumps(payload).encode()
     all_headers = {"Content-Type": "application/json", "User-Agent": "stripe-inbox", **(headers or {})}
     if secret:
-        all_headers[SIGNATURE_HEADER] = signature_header(body, secret)
+        all_headers[SIGNATURE_HEADER] = sign(body, secret)  # Stripe's own scheme, so receivers know it
     try:
         async with httpx.AsyncClient(timeout=SEND_TIMEOUT_SECONDS) as client:
             response = await client.post(url, content=body, headers=all_headers)

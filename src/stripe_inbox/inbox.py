@@ -80,11 +80,12 @@ class Inbox:
     async def accept(self, events: Sequence[IncomingEvent]) -> list[DeliveryResult]:
         """The one way events enter the inbox (deliveries and backfills alike): the type filter, then one
         durable transaction that inserts new events and counts deliveries of known ones."""
-        kept = [event for event in events if self.filter.accepts(event.type)]
+        accepted = [self.filter.accepts(event.type) for event in events]
+        kept = [event for event, keep in zip(events, accepted, strict=True) if keep]
         stored = iter(await self.store.add_events(kept, time.time()) if kept else [])
         if kept:
             self.signal_change()
-        return [next(stored) if self.filter.accepts(event.type) else "filtered" for event in events]
+        return [next(stored) if keep else "filtered" for keep in accepted]
 
     # -- reading ---------------------------------------------------------------------------------
 
