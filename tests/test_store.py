@@ -1,31 +1,49 @@
-"""The Store contract, run against every store implementation (SQLite today)."""
+"""The Store contract, run against every store implementation: SQLite, and PostgreSQL where it answers."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
-from stripe_inbox.errors import NotFound, StoreUnavailable
+from stripe_inbox.errors import Claimed, ConfigError, NotFound, StoreUnavailable
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.models import Classification
 from stripe_inbox.sqlite_schema import MIGRATIONS
 from stripe_inbox.store import Audit, EventQuery, Store, open_store
 
 from .conftest import encode, make_event
+from .postgres import postgres_schema
 
 pytestmark = pytest.mark.anyio
 AUDIT = Audit("test", "test_action", {"why": "contract"})
 
 
-@pytest.fixture(params=["sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(str(tmp_path / "contract.db"))
+@asynccontextmanager
+async def database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    if kind == "sqlite":
+        yield str(tmp_path / "contract.db")
+    else:
+        async with postgres_schema() as url:
+            yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with database(request.param, tmp_path) as location:
+        yield location
+
+
+@pytest.fixture
+async def store(db: str) -> AsyncIterator[Store]:
+    opened = await open_store(db)
     yield opened
     await opened.close()
 
@@ -133,12 +151,24 @@ async def test_counts_oldest_pending_and_prune(store: Store) -> None:
     assert await store.get_event(recent.id) is not None and await store.get_event(pending.id) is not None
 
 
-async def test_change_token_moves_when_another_process_commits(store: Store, tmp_path: Path) -> None:
-    before = await store.change_token()
-    with sqlite3.connect(tmp_path / "contract.db") as other:
-        other.execute("UPDATE events SET note = 'x'")
-        other.execute("INSERT INTO audit (at, actor, action, arguments, result) VALUES (1, 'x', 'x', '{}', '{}')")
-    assert await store.change_token() != before
+async def test_a_commit_by_another_process_wakes_the_watcher(store: Store, db: str) -> None:
+    commits = store.watch_commits()
+    other = await open_store(db)  # as another replica, or the CLI, would
+    try:
+        with anyio.fail_after(10):
+            waiting = anyio.Event()
+
+            async def watch() -> None:
+                waiting.set()
+                await anext(commits)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch)
+                await waiting.wait()
+                await other.add_events([incoming()], time.time())
+    finally:
+        await other.close()
+        await commits.aclose()
 
 
 async def test_schema_version_is_recorded_and_reopen_is_idempotent(tmp_path: Path) -> None:
@@ -253,3 +283,86 @@ async def test_upgrading_an_older_schema_keeps_the_events_and_counts_them(
         await upgraded.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+async def test_claims_lease_each_event_to_one_agent_until_it_lapses(store: Store) -> None:
+    events = [incoming() for _ in range(5)]
+    for event in events:
+        await store.add_events([event], 1.0)
+    mine = await store.claim_events("agent-a", 2, 60, now=100.0)
+    theirs = await store.claim_events("agent-b", 10, 60, now=100.0)
+    assert [e.id for e in mine] == [e.id for e in events[:2]]  # oldest first
+    assert [e.id for e in theirs] == [e.id for e in events[2:]]
+    assert await store.claim_events("agent-a", 10, 60, now=120.0) == []
+    assert (mine[0].claimed_by, mine[0].claim_expires_at) == ("agent-a", 160.0)
+
+    with pytest.raises(Claimed, match="claimed by agent 'agent-a' until"):
+        await store.ack(events[0].id, "handled", None, 130.0, AUDIT, holder="agent-b")
+    acked, changed = await store.ack(events[0].id, "handled", None, 130.0, AUDIT, holder="agent-a")
+    assert changed and acked.status == "acked"
+    _, changed = await store.ack(events[2].id, "ignored", "operator", 130.0, AUDIT)  # no holder: an operator
+    assert changed
+
+    # agent-a's lease on events[1] lapses at 160: it returns to the pool, and agent-a may no longer ack it.
+    (lapsed,) = await store.claim_events("agent-c", 1, 60, now=170.0)
+    assert lapsed.id == events[1].id and lapsed.deliveries == 1
+    with pytest.raises(Claimed):
+        await store.ack(events[1].id, "handled", None, 171.0, AUDIT, holder="agent-a")
+    assert [a.action for a in await store.audit_trail(events[1].id)] == ["claim_events", "claim_events"]
+
+
+async def test_concurrent_claimers_never_get_the_same_event(store: Store) -> None:
+    events = [incoming() for _ in range(60)]
+    await store.add_events(events, 1.0)
+    got: dict[str, list[str]] = {}
+
+    async def agent(name: str) -> None:
+        got[name] = []
+        while claimed := await store.claim_events(name, 3, 60, now=time.time()):
+            got[name] += [event.id for event in claimed]
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for number in range(6):
+                group.start_soon(agent, f"agent-{number}")
+    everything = [event_id for ids in got.values() for event_id in ids]
+    assert sorted(everything) == sorted(event.id for event in events)  # each exactly once
+
+
+async def test_replicas_starting_together_migrate_once() -> None:
+    async with postgres_schema() as url:
+        replicas = [None] * 4
+
+        async def start(number: int) -> None:
+            replicas[number] = await open_store(url)  # type: ignore[call-overload]
+
+        async with anyio.create_task_group() as group:
+            for number in range(4):
+                group.start_soon(start, number)
+        import asyncpg
+
+        from stripe_inbox.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
+
+        db = await asyncpg.connect(url)
+        try:
+            versions = [row[0] for row in await db.fetch("SELECT version FROM stripe_inbox_schema ORDER BY version")]
+            assert versions == list(range(1, len(POSTGRES_MIGRATIONS) + 1))
+            await db.execute("INSERT INTO stripe_inbox_schema VALUES ($1)", len(POSTGRES_MIGRATIONS) + 1)
+        finally:
+            await db.close()
+        for replica in replicas:
+            await replica.close()  # type: ignore[attr-defined]
+        with pytest.raises(StoreUnavailable, match="newer than this stripe-inbox knows"):
+            await open_store(url)
+
+
+async def test_postgres_errors_say_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(StoreUnavailable, match=r"cannot open the PostgreSQL database postgresql://u:\*\*\*@127"):
+        await open_store("postgresql://u:hunter2@127.0.0.1:9/inbox")
+    async with postgres_schema() as url:
+        with pytest.raises(StoreUnavailable, match="no schema of the search_path"):
+            await open_store(url.replace("search_path=", "search_path=missing_"))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "asyncpg" else real_find_spec(name))
+    with pytest.raises(ConfigError, match=r"pip install 'stripe-inbox\[postgres\]'"):
+        await open_store("postgresql://127.0.0.1/inbox")

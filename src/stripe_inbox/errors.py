@@ -31,6 +31,17 @@ class NotFound(InboxError):
         return cls(f"no event {event_id!r} in the inbox")
 
 
+class Claimed(InboxError):
+    """Another agent holds a live claim on the event."""
+
+    @classmethod
+    def by_another(cls, event_id: str, holder: str, until: str) -> Claimed:
+        return cls(
+            f"event {event_id!r} is claimed by agent {holder!r} until {until}: pass agent={holder!r} if that "
+            "is you; otherwise leave it (claim_events hands out events no one else holds)"
+        )
+
+
 class InvalidArgument(InboxError):
     """An argument from a tool call or command line is out of its domain."""
 

@@ -23,6 +23,7 @@ from .models import (
     PRIORITIES,
     STATUSES,
     AckResult,
+    ClaimResult,
     Classification,
     EventDetail,
     EventPage,
@@ -39,6 +40,7 @@ from .stripe_api import StripeAPI, StripeAPIError
 
 MAX_PAGE = 100
 MAX_WAIT_SECONDS = 300
+MIN_LEASE_SECONDS, MAX_LEASE_SECONDS = 1, 3600
 DeliveryResult = Literal["stored", "duplicate", "filtered"]
 
 
@@ -140,7 +142,7 @@ class Inbox:
             related_object=stored.related_object,
             full_event=full_event,
             full_event_note=full_event_note,
-            state=stored.state(),
+            state=stored.state(time.time()),
             event=stored.body(),
             classification=stored.stored_classification(),
             tickets=await self.store.tickets(event_id),
@@ -247,10 +249,30 @@ class Inbox:
             notification=notification,
         )
 
-    async def ack(self, event_id: str, outcome: str, note: str | None, actor: str) -> AckResult:
+    async def claim(self, holder: str, limit: int, lease_seconds: float) -> ClaimResult:
+        """Lease pending events to one agent, so several agents can share the inbox without doing an
+        event twice."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+        if not MIN_LEASE_SECONDS <= lease_seconds <= MAX_LEASE_SECONDS:
+            raise InvalidArgument(
+                f"lease_seconds must be between {MIN_LEASE_SECONDS} and {MAX_LEASE_SECONDS}, not {lease_seconds}"
+            )
+        now = time.time()
+        claimed = await self.store.claim_events(holder, limit, lease_seconds, now)
+        return ClaimResult(
+            events=[event.summary() for event in claimed],
+            lease_expires_at=utc(now + lease_seconds),
+            pending=await self.store.count_events(EventQuery()),
+        )
+
+    async def ack(
+        self, event_id: str, outcome: str, note: str | None, actor: str, holder: str | None = None
+    ) -> AckResult:
+        """Ack an event; as an agent (`holder`), not one another agent has a live claim on."""
         _check_choice("outcome", outcome, OUTCOMES)
         audit = Audit(actor, "ack_event", {"event_id": event_id, "outcome": outcome, "note": note})
-        stored, changed = await self.store.ack(event_id, outcome, note, time.time(), audit)  # type: ignore[arg-type]
+        stored, changed = await self.store.ack(event_id, outcome, note, time.time(), audit, holder)  # type: ignore[arg-type]
         if changed:
             self.signal_change()
         return AckResult(
@@ -284,15 +306,10 @@ class Inbox:
             changed = self._changed  # taken before the consumer runs: a change made meanwhile is not missed
             yield
 
-    async def watch_other_processes(self, interval: float = 0.2) -> None:
-        """Turn commits by other processes (serve, the CLI, another agent) into change signals."""
-        token = await self.store.change_token()
-        while True:
-            await anyio.sleep(interval)
-            latest = await self.store.change_token()
-            if latest != token:
-                token = latest
-                self.signal_change()
+    async def watch_other_processes(self) -> None:
+        """Turn commits by other processes (serve replicas, the CLI, other agents) into change signals."""
+        async for _ in self.store.watch_commits():
+            self.signal_change()
 
 
 def _stats(

@@ -22,10 +22,11 @@ from pydantic import Field
 
 from .backfill import BackfillResult, backfill, start_of
 from .errors import InboxError, NotFound
-from .inbox import MAX_PAGE, Inbox
+from .inbox import MAX_LEASE_SECONDS, MAX_PAGE, MIN_LEASE_SECONDS, Inbox
 from .metrics import Metrics
 from .models import (
     AckResult,
+    ClaimResult,
     Classification,
     EventDetail,
     EventPage,
@@ -44,6 +45,7 @@ TRIAGE_PREVIEW = 20
 NOTIFY_COALESCE_SECONDS = 0.05
 STATS_URI = "stripe://stats"
 ACTOR = "mcp"
+AGENT_HELP = "a name for this agent, different for each agent sharing the inbox, e.g. billing-agent-1"
 
 
 def event_uri(event_id: str) -> str:
@@ -264,10 +266,28 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
         return present.model(result)
 
     @server.tool()
-    async def ack_event(event_id: str, outcome: Outcome = "handled", note: str | None = None) -> AckResult:
-        """Mark an event dealt with, removing it from pending. Idempotent: acking twice changes nothing."""
+    async def claim_events(
+        agent: Annotated[str, Field(min_length=1, max_length=100, description=AGENT_HELP)],
+        limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 10,
+        lease_seconds: Annotated[float, Field(ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)] = 300,
+    ) -> ClaimResult:
+        """Take pending events, oldest first, that no other agent holds: they are yours until the lease
+        lapses (then they return to the pool). For several agents sharing one inbox; ack_event each one
+        with the same agent name when done."""
         with _tool_errors():
-            result = await inbox.ack(event_id, outcome, note, ACTOR)
+            return present.model(await inbox.claim(agent, limit, lease_seconds))
+
+    @server.tool()
+    async def ack_event(
+        event_id: str,
+        outcome: Outcome = "handled",
+        note: str | None = None,
+        agent: Annotated[str | None, Field(description="the name you claimed the event with, if you did")] = None,
+    ) -> AckResult:
+        """Mark an event dealt with, removing it from pending. Idempotent: acking twice changes nothing.
+        An event another agent has claimed cannot be acked until its lease lapses."""
+        with _tool_errors():
+            result = await inbox.ack(event_id, outcome, note, ACTOR, holder=agent or "")
         await notifier.updated(event_uri(event_id))
         return result
 

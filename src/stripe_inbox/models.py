@@ -42,6 +42,8 @@ class EventState(BaseModel):
     acked_at: datetime | None = None
     outcome: Outcome | None = None
     note: str | None = None
+    claimed_by: str | None = Field(default=None, description="the agent holding a live claim on this event")
+    claimed_until: datetime | None = Field(default=None, description="when that claim lapses")
 
 
 class Signal(BaseModel):
@@ -151,6 +153,12 @@ class AckResult(BaseModel):
     note: str | None = None
     acked_at: datetime
     already_acked: bool
+
+
+class ClaimResult(BaseModel):
+    events: list[EventSummary] = Field(description="yours until lease_expires_at; ack_event each when done")
+    lease_expires_at: datetime
+    pending: int = Field(description="pending events in all, claimed or not")
 
 
 class WaitResult(BaseModel):

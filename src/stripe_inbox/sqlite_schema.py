@@ -109,6 +109,10 @@ MIGRATIONS = [
         UPDATE event_counts SET n = n - 1 WHERE status = OLD.status AND type = OLD.type;
     END;
     """,
+    """
+    ALTER TABLE events ADD COLUMN claimed_by TEXT;
+    ALTER TABLE events ADD COLUMN claim_expires_at REAL;
+    """,
 ]
 
 

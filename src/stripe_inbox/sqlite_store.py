@@ -19,39 +19,41 @@ import anyio.to_thread
 
 from .errors import NotFound, StoreUnavailable
 from .events import IncomingEvent
-from .models import (
-    AuditEntry,
-    Classification,
-    DeliveryState,
-    DeliveryStatus,
-    Notification,
-    Outcome,
-    Priority,
-    Ticket,
-    utc,
+from .models import AuditEntry, Classification, DeliveryStatus, Notification, Outcome, Priority, Ticket
+from .sql_rows import (
+    AUDIT_SELECT,
+    EVENT_COLUMNS,
+    INSERTED_COLUMNS,
+    NOTIFICATION_SELECT,
+    TICKET_SELECT,
+    answers,
+    audit_entry,
+    insert_rows,
+    notification,
+    stored_event,
+    ticket,
 )
 from .sqlite_schema import migrate
 from .store import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 
-INSERT_EVENTS = """
-    INSERT INTO events (id, type, created, livemode, customer, account, object_id, amount, currency, payload,
-                        received_at, last_delivery_at, kind, related_object)
-    VALUES {values}
-    ON CONFLICT (id) DO UPDATE SET deliveries = deliveries + 1, last_delivery_at = excluded.last_delivery_at
+INSERT_EVENTS = f"""
+    INSERT INTO events ({INSERTED_COLUMNS})
+    VALUES {{values}}
+    ON CONFLICT (id) DO UPDATE SET deliveries = deliveries + excluded.deliveries,
+                                   last_delivery_at = excluded.last_delivery_at
     RETURNING id, deliveries
 """
-INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 CHECKPOINT_SECONDS = 1.0
-MAX_BATCH_EVENTS = 500  # 14 parameters each stays far below SQLite's limit of 32766
-
-
-IngestItem = tuple[list[tuple[IncomingEvent, float]], "asyncio.Future[list[AddOutcome]]"]
-
-
-EVENT_COLUMNS = (
-    "seq, id, type, created, livemode, customer, account, object_id, amount, currency, payload, status, "
-    "received_at, last_delivery_at, deliveries, acked_at, outcome, note, classification, kind, related_object"
+WATCH_SECONDS = 0.2
+MAX_BATCH_EVENTS = 500  # 15 parameters each stays far below SQLite's limit of 32766
+CLAIMABLE = (
+    "SELECT seq FROM events WHERE status = 'pending' AND (claim_expires_at IS NULL OR claim_expires_at < ?) "
+    "ORDER BY seq LIMIT ?"
 )
+
+
+IngestItem = tuple[list[IncomingEvent], float, "asyncio.Future[list[AddOutcome]]"]
 
 
 class SQLiteStore:
@@ -124,7 +126,7 @@ class SQLiteStore:
         if not events:
             return []
         outcomes: asyncio.Future[list[AddOutcome]] = asyncio.get_running_loop().create_future()
-        self._ingest.put(([(event, received_at) for event in events], outcomes))
+        self._ingest.put((list(events), received_at, outcomes))
         return await outcomes
 
     def _ingest_forever(self, path: str, lock_timeout_seconds: float, loop: asyncio.AbstractEventLoop) -> None:
@@ -142,13 +144,10 @@ class SQLiteStore:
                     batch.append(more)
                     size += len(more[0])
                 try:
-                    outcomes = _insert(db, [row for rows, _ in batch for row in rows])
-                    results: list[list[AddOutcome] | BaseException] = [
-                        [outcomes.pop(0) for _ in rows] for rows, _ in batch
-                    ]
+                    results: list[list[AddOutcome] | BaseException] = _insert(db, batch)
                 except sqlite3.Error as error:  # a failed commit fails every delivery in it: each gets a 503
                     results = [StoreUnavailable(f"the inbox database cannot be written: {error}")] * len(batch)
-                loop.call_soon_threadsafe(_settle, [future for _, future in batch], results)
+                loop.call_soon_threadsafe(_settle, [future for _, _, future in batch], results)
         finally:
             db.close()
 
@@ -180,7 +179,7 @@ class SQLiteStore:
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         rows = await self._read(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
-        return _event(rows[0]) if rows else None
+        return stored_event(rows[0]) if rows else None
 
     async def list_events(self, query: EventQuery) -> list[StoredEvent]:
         where, parameters = _where(query)
@@ -192,7 +191,7 @@ class SQLiteStore:
             f"SELECT {EVENT_COLUMNS} FROM events {_sql_where(where)} ORDER BY seq {order} LIMIT ?",
             (*parameters, query.limit),
         )
-        return [_event(row) for row in rows]
+        return [stored_event(row) for row in rows]
 
     async def count_events(self, query: EventQuery) -> int:
         where, parameters = _where(query)
@@ -202,19 +201,31 @@ class SQLiteStore:
         return int(rows[0][0])
 
     async def ack(
-        self, event_id: str, outcome: Outcome, note: str | None, at: float, audit: Audit
+        self, event_id: str, outcome: Outcome, note: str | None, at: float, audit: Audit, holder: str | None = None
     ) -> tuple[StoredEvent, bool]:
         async with self._transaction() as db:
-            async with db.execute(
-                "UPDATE events SET status = 'acked', outcome = ?, note = ?, acked_at = ? "
-                "WHERE id = ? AND status = 'pending'",
-                (outcome, note, at, event_id),
-            ) as cursor:
-                changed = cursor.rowcount == 1
             event = await _get_in(db, event_id)
-            if changed:
-                await _audit(db, at, audit, event_id, {"status": "acked", "outcome": outcome})
-        return event, changed
+            if event.status == "acked":
+                return event, False
+            event.check_claim(holder, at)
+            await db.execute(
+                "UPDATE events SET status = 'acked', outcome = ?, note = ?, acked_at = ? WHERE id = ?",
+                (outcome, note, at, event_id),
+            )
+            await _audit(db, at, audit, event_id, {"status": "acked", "outcome": outcome})
+            return await _get_in(db, event_id), True
+
+    async def claim_events(self, holder: str, limit: int, lease_seconds: float, now: float) -> list[StoredEvent]:
+        async with self._transaction() as db:
+            async with db.execute(
+                f"UPDATE events SET claimed_by = ?, claim_expires_at = ? WHERE seq IN ({CLAIMABLE}) "
+                f"RETURNING {EVENT_COLUMNS}",
+                (holder, now + lease_seconds, now, limit),
+            ) as cursor:
+                claimed = sorted((stored_event(row) for row in await cursor.fetchall()), key=lambda e: e.seq)
+            for event in claimed:
+                await _audit(db, now, Audit(holder, "claim_events", {"lease_seconds": lease_seconds}), event.id, {})
+        return claimed
 
     async def set_classification(self, event_id: str, classification: Classification, at: float, audit: Audit) -> None:
         async with self._transaction() as db:
@@ -356,22 +367,8 @@ class SQLiteStore:
         return await _notifications(self._reader, "n.event_id = ?", (event_id,))
 
     async def audit_trail(self, event_id: str) -> list[AuditEntry]:
-        rows = await self._read(
-            "SELECT id, at, actor, action, event_id, arguments, result FROM audit WHERE event_id = ? ORDER BY id",
-            (event_id,),
-        )
-        return [
-            AuditEntry(
-                id=row[0],
-                at=utc(row[1]),
-                actor=row[2],
-                action=row[3],
-                event_id=row[4],
-                arguments=json.loads(row[5]),
-                result=json.loads(row[6]),
-            )
-            for row in rows
-        ]
+        rows = await self._read(f"{AUDIT_SELECT} WHERE event_id = ? ORDER BY id", (event_id,))
+        return [audit_entry(row) for row in rows]
 
     async def counts(self) -> list[tuple[str, str, int]]:
         rows = await self._read("SELECT status, type, n FROM event_counts WHERE n > 0 ORDER BY type")
@@ -396,9 +393,15 @@ class SQLiteStore:
             ) as cursor:
                 return cursor.rowcount
 
-    async def change_token(self) -> int:
-        rows = await self._read("PRAGMA data_version")
-        return int(rows[0][0])
+    async def watch_commits(self) -> AsyncIterator[None]:
+        # SQLite tells no one of a commit: its data_version moves when another connection has committed.
+        version = await self._read("PRAGMA data_version")
+        while True:
+            await anyio.sleep(WATCH_SECONDS)
+            latest = await self._read("PRAGMA data_version")
+            if latest[0][0] != version[0][0]:
+                version = latest
+                yield
 
     async def ping(self) -> None:
         await self._read("SELECT 1 FROM events LIMIT 1")
@@ -435,22 +438,22 @@ def _sql_where(where: list[str]) -> str:
     return f"WHERE {' AND '.join(where)}" if where else ""
 
 
-def _insert(db: sqlite3.Connection, rows: list[tuple[IncomingEvent, float]]) -> list[AddOutcome]:
-    values = ", ".join([INSERT_VALUES] * len(rows))
-    parameters = [value for event, at in rows for value in _event_row(event, at)]
+def _insert(db: sqlite3.Connection, batch: list[IngestItem]) -> list[list[AddOutcome]]:
+    """One transaction for every delivery queued in `batch`; each caller's answers in its own list."""
+    deliveries = [(events, received_at) for events, received_at, _ in batch]
+    rows = insert_rows(deliveries)
     db.execute("BEGIN IMMEDIATE")
     try:
-        returned = db.execute(INSERT_EVENTS.format(values=values), parameters).fetchall()
+        returned = db.execute(
+            INSERT_EVENTS.format(values=", ".join([INSERT_VALUES] * len(rows))),
+            [value for row in rows for value in row],
+        ).fetchall()
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    # One id may come twice in a batch (a retry racing the original): its lowest count is the first.
-    counts: dict[str, list[int]] = {}
-    for event_id, deliveries in sorted(returned, key=lambda row: row[1]):
-        counts.setdefault(event_id, []).append(deliveries)
-    return ["stored" if counts[event.id].pop(0) == 1 else "duplicate" for event, _ in rows]
+    return answers(deliveries, returned)
 
 
 def _settle(futures: list[asyncio.Future[list[AddOutcome]]], results: list[Any]) -> None:
@@ -463,92 +466,14 @@ def _settle(futures: list[asyncio.Future[list[AddOutcome]]], results: list[Any])
             future.set_result(result)
 
 
-def _event_row(event: IncomingEvent, received_at: float) -> tuple[Any, ...]:
-    return (
-        event.id,
-        event.type,
-        event.created,
-        event.livemode,
-        event.customer,
-        event.account,
-        event.object_id,
-        event.amount,
-        event.currency,
-        event.payload,
-        received_at,
-        received_at,
-        event.kind,
-        None if event.related_object is None else json.dumps(event.related_object),
-    )
-
-
-def _event(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
-    values = list(row)
-    values[4] = bool(values[4])
-    values[-1] = None if values[-1] is None else json.loads(values[-1])
-    return StoredEvent(*values)
-
-
-TICKET_SELECT = (
-    "SELECT t.id, t.event_id, t.title, t.body, t.priority, t.created_at, t.tracker_id, t.tracker_url, "
-    "{delivery} FROM tickets t LEFT JOIN deliveries d ON d.kind = 'ticket' AND d.ref_id = t.id"
-)
-NOTIFICATION_SELECT = (
-    "SELECT n.id, n.channel, n.message, n.subject, n.recipient, n.event_id, n.created_at, {delivery} "
-    "FROM notifications n JOIN deliveries d ON d.kind = 'notification' AND d.ref_id = n.id"
-)
-DELIVERY_COLUMNS = "d.target, d.status, d.attempts, d.reason, d.next_attempt_at, d.finished_at"
-
-
 async def _tickets(db: aiosqlite.Connection, where: str, parameters: tuple[Any, ...]) -> list[Ticket]:
-    sql = f"{TICKET_SELECT.format(delivery=DELIVERY_COLUMNS)} WHERE {where} ORDER BY t.id"
-    async with db.execute(sql, parameters) as cursor:
-        rows = await cursor.fetchall()
-    return [
-        Ticket(
-            id=row[0],
-            event_id=row[1],
-            title=row[2],
-            body=row[3],
-            priority=row[4],
-            created_at=utc(row[5]),
-            tracker_id=row[6],
-            tracker_url=row[7],
-            tracker=row[8],
-            delivery=None if row[8] is None else _delivery_state(row[9:]),
-        )
-        for row in rows
-    ]
+    async with db.execute(f"{TICKET_SELECT} WHERE {where} ORDER BY t.id", parameters) as cursor:
+        return [ticket(row) for row in await cursor.fetchall()]
 
 
 async def _notifications(db: aiosqlite.Connection, where: str, parameters: tuple[Any, ...]) -> list[Notification]:
-    sql = f"{NOTIFICATION_SELECT.format(delivery=DELIVERY_COLUMNS)} WHERE {where} ORDER BY n.id"
-    async with db.execute(sql, parameters) as cursor:
-        rows = await cursor.fetchall()
-    return [
-        Notification(
-            id=row[0],
-            channel=row[1],
-            message=row[2],
-            subject=row[3],
-            recipient=row[4],
-            event_id=row[5],
-            created_at=utc(row[6]),
-            delivery=_delivery_state(row[8:]),
-        )
-        for row in rows
-    ]
-
-
-def _delivery_state(row: tuple[Any, ...]) -> DeliveryState:
-    status, attempts, reason, next_attempt_at, finished_at = row
-    return DeliveryState(
-        status=status,
-        attempts=attempts,
-        reason=reason,
-        next_attempt_at=utc(next_attempt_at) if status == "queued" else None,
-        finished_at=utc(finished_at),
-    )
+    async with db.execute(f"{NOTIFICATION_SELECT} WHERE {where} ORDER BY n.id", parameters) as cursor:
+        return [notification(row) for row in await cursor.fetchall()]
 
 
 async def _queue(
@@ -566,7 +491,7 @@ async def _get_in(db: aiosqlite.Connection, event_id: str) -> StoredEvent:
         row = await cursor.fetchone()
     if row is None:
         raise NotFound.event(event_id)
-    return _event(row)
+    return stored_event(row)
 
 
 async def _audit(

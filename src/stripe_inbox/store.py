@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from .errors import Claimed, ConfigError
 from .events import IncomingEvent, format_amount
 from .models import (
     AuditEntry,
@@ -51,6 +53,8 @@ class StoredEvent:
     classification: str | None
     kind: EventKind
     related_object: dict[str, Any] | None
+    claimed_by: str | None  # the agent holding a lease on it, until claim_expires_at
+    claim_expires_at: float | None
 
     def body(self) -> dict[str, Any]:
         return json.loads(self.payload)
@@ -70,7 +74,20 @@ class StoredEvent:
             amount=None if self.amount is None or self.currency is None else format_amount(self.amount, self.currency),
         )
 
-    def state(self) -> EventState:
+    def check_claim(self, holder: str | None, now: float) -> None:
+        """Raise Claimed when an agent `holder` may not ack this event: another agent's lease is live.
+        No holder (an operator) may always."""
+        owner = self.claim_holder(now)
+        if holder is not None and owner not in (None, holder):
+            raise Claimed.by_another(self.id, owner, utc(self.claim_expires_at).isoformat())  # type: ignore[union-attr]
+
+    def claim_holder(self, now: float) -> str | None:
+        """The agent whose lease on this pending event has not lapsed."""
+        live = self.status == "pending" and self.claim_expires_at is not None and self.claim_expires_at >= now
+        return self.claimed_by if live else None
+
+    def state(self, now: float) -> EventState:
+        holder = self.claim_holder(now)
         return EventState(
             status=self.status,
             received_at=utc(self.received_at),
@@ -79,6 +96,8 @@ class StoredEvent:
             acked_at=utc(self.acked_at),
             outcome=self.outcome,
             note=self.note,
+            claimed_by=holder,
+            claimed_until=None if holder is None else utc(self.claim_expires_at),
         )
 
     def stored_classification(self) -> Classification | None:
@@ -130,9 +149,16 @@ class Store(Protocol):
     async def count_events(self, query: EventQuery) -> int: ...
 
     async def ack(
-        self, event_id: str, outcome: Outcome, note: str | None, at: float, audit: Audit
+        self, event_id: str, outcome: Outcome, note: str | None, at: float, audit: Audit, holder: str | None = None
     ) -> tuple[StoredEvent, bool]:
-        """Ack a pending event; an acked event is returned unchanged. True when this call acked it."""
+        """Ack a pending event; an acked event is returned unchanged. True when this call acked it.
+        With a `holder` (an agent), an event another agent holds a live claim on is refused (Claimed);
+        without one (an operator) the ack goes through."""
+        ...
+
+    async def claim_events(self, holder: str, limit: int, lease_seconds: float, now: float) -> list[StoredEvent]:
+        """Lease up to `limit` pending events, oldest first, that no agent holds a live claim on, to
+        `holder` until now + lease_seconds. Two callers never get the same event; a lapsed lease frees it."""
         ...
 
     async def set_classification(
@@ -212,8 +238,8 @@ class Store(Protocol):
 
     async def set_state(self, key: str, value: str | None) -> None: ...
 
-    async def change_token(self) -> int:
-        """A number that changes whenever any process commits a change to the inbox."""
+    def watch_commits(self) -> AsyncIterator[None]:
+        """Yields soon after any process (this one included) commits a change to the inbox."""
         ...
 
     async def ping(self) -> None: ...
@@ -224,9 +250,11 @@ class Store(Protocol):
 async def open_store(db: str, lock_timeout_seconds: float = 5.0) -> Store:
     """The store for a database location: an SQLite path, or a postgresql:// URL."""
     if is_postgres_url(db):
-        from .errors import ConfigError
+        if importlib.util.find_spec("asyncpg") is None:
+            raise ConfigError("a postgresql:// inbox needs the PostgreSQL extra: pip install 'stripe-inbox[postgres]'")
+        from .postgres_store import PostgresStore
 
-        raise ConfigError("PostgreSQL support is not installed in this version; use an SQLite path")
+        return await PostgresStore.open(db, lock_timeout_seconds)
     from .sqlite_store import SQLiteStore
 
     return await SQLiteStore.open(db, lock_timeout_seconds)

@@ -1,0 +1,112 @@
+"""The PostgreSQL inbox's schema: numbered migrations, applied in order on open and recorded in
+`stripe_inbox_schema`. Replicas starting together take turns through an advisory lock."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from .errors import StoreUnavailable
+
+MIGRATIONS = [
+    """
+    CREATE TABLE events (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        livemode BOOLEAN NOT NULL,
+        customer TEXT,
+        account TEXT,
+        object_id TEXT,
+        amount BIGINT,
+        currency TEXT,
+        payload BYTEA NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'acked')),
+        received_at DOUBLE PRECISION NOT NULL,
+        last_delivery_at DOUBLE PRECISION NOT NULL,
+        deliveries INTEGER NOT NULL DEFAULT 1,
+        acked_at DOUBLE PRECISION,
+        outcome TEXT,
+        note TEXT,
+        classification TEXT,
+        kind TEXT NOT NULL DEFAULT 'snapshot' CHECK (kind IN ('snapshot', 'thin')),
+        related_object TEXT,
+        claimed_by TEXT,
+        claim_expires_at DOUBLE PRECISION
+    );
+    CREATE INDEX events_status ON events (status, seq);
+    CREATE INDEX events_type ON events (type, seq);
+    CREATE INDEX events_customer ON events (customer, seq);
+    CREATE INDEX events_account ON events (account, seq);
+    CREATE INDEX events_acked_at ON events (acked_at) WHERE status = 'acked';
+    CREATE TABLE tickets (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        tracker_id TEXT,
+        tracker_url TEXT,
+        UNIQUE (event_id, title)
+    );
+    CREATE TABLE notifications (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id TEXT,
+        channel TEXT NOT NULL,
+        subject TEXT,
+        message TEXT NOT NULL,
+        recipient TEXT,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX notifications_event ON notifications (event_id);
+    CREATE TABLE deliveries (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('notification', 'ticket')),
+        ref_id BIGINT NOT NULL,
+        target TEXT NOT NULL,
+        event_id TEXT,
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at DOUBLE PRECISION NOT NULL,
+        lease_until DOUBLE PRECISION,
+        reason TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION,
+        UNIQUE (kind, ref_id)
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+    CREATE TABLE audit (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        event_id TEXT,
+        arguments TEXT NOT NULL,
+        result TEXT NOT NULL
+    );
+    CREATE INDEX audit_event ON audit (event_id, id);
+    CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+
+async def migrate(db: asyncpg.Connection) -> None:
+    async with db.transaction():
+        schema = await db.fetchval("SELECT current_schema()")
+        if schema is None:
+            path = await db.fetchval("SHOW search_path")
+            raise StoreUnavailable(f"no schema of the search_path ({path}) exists in this database; create it first")
+        # Held until this transaction ends: a replica starting meanwhile waits, then finds the work done.
+        await db.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{schema}.stripe_inbox_schema")
+        await db.execute("CREATE TABLE IF NOT EXISTS stripe_inbox_schema (version INTEGER NOT NULL)")
+        version = await db.fetchval("SELECT coalesce(max(version), 0) FROM stripe_inbox_schema")
+        if version > len(MIGRATIONS):
+            raise StoreUnavailable(
+                f"the database has schema version {version}, newer than this stripe-inbox knows "
+                f"({len(MIGRATIONS)}); upgrade stripe-inbox"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await db.execute(script)
+            await db.execute("INSERT INTO stripe_inbox_schema (version) VALUES ($1)", number)
