@@ -61,6 +61,7 @@ async def test_surface_is_listed(server: InboxServer, mode: str) -> None:
             "notify",
             "ack_event",
             "get_stats",
+            "claim_events",
         }
         assert tools["list_events"].output_schema is not None  # structured output
         resources = {str(r.uri) for r in (await client.list_resources()).resources}
@@ -303,3 +304,23 @@ async def test_instructions_and_prompts_carry_the_policy(tmp_path: Any, monkeypa
             assert "Escalate every dispute to Dana." in triage and "1 pending events" in triage
             email = (await client.get_prompt("draft_customer_email", {"event_id": event["id"]})).messages[0]
             assert event["id"] in email.content.text and "USD 49.00" in email.content.text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_claimed_events_are_acked_by_their_agent_only(server: InboxServer, inbox: Inbox, mode: str) -> None:
+    first, second, third = [await add(inbox) for _ in range(3)]
+    async with Client(server, mode=mode) as client:
+        mine = ok(await client.call_tool("claim_events", {"agent": "billing-1", "limit": 2, "lease_seconds": 60}))
+        assert [e["id"] for e in mine["events"]] == [first["id"], second["id"]] and mine["pending"] == 3
+        theirs = ok(await client.call_tool("claim_events", {"agent": "billing-2"}))
+        assert [e["id"] for e in theirs["events"]] == [third["id"]]
+
+        refused = error_text(await client.call_tool("ack_event", {"event_id": first["id"]}))
+        assert "claimed by agent 'billing-1'" in refused and "agent='billing-1'" in refused
+        acked = ok(await client.call_tool("ack_event", {"event_id": first["id"], "agent": "billing-1"}))
+        assert acked["status"] == "acked"
+        state = ok(await client.call_tool("get_event", {"event_id": third["id"]}))["state"]
+        assert state["claimed_by"] == "billing-2" and state["claimed_until"] is not None
+        bad = error_text(await client.call_tool("claim_events", {"agent": "x", "lease_seconds": 0}))
+        assert "lease_seconds" in bad
+        assert ok(await client.call_tool("list_events", {}))["total"] == 2  # claimed events are still pending

@@ -23,7 +23,7 @@ from .errors import ConfigError, InboxError
 from .inbox import Inbox, open_inbox
 from .models import OUTCOMES, DeliveryState
 from .samples import SAMPLES, sample_event
-from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
+from .settings import LOOPBACK_HOSTS, Settings, generate_secret, is_postgres_url, load_settings, store_secret
 from .signature import sign
 
 ACTOR = "cli"
@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         name: str, run: Callable[[argparse.Namespace], None], help: str, parent: Any = commands
     ) -> argparse.ArgumentParser:
         sub = parent.add_parser(name, help=help, description=help)
-        sub.add_argument("--db", help="SQLite path (default ./stripe-inbox.db; env STRIPE_INBOX_DB)")
+        sub.add_argument(
+            "--db", help="SQLite path or postgresql:// URL (default ./stripe-inbox.db; env STRIPE_INBOX_DB)"
+        )
         sub.add_argument("--config", help="TOML settings file (default ./stripe-inbox.toml if present)")
         sub.set_defaults(run=run)
         return sub
@@ -136,6 +138,11 @@ def _serve(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"--host {args.host} would expose /mcp beyond this machine; set STRIPE_INBOX_MCP_TOKEN "
             "so MCP clients must present a bearer token"
+        )
+    if not settings.webhook_secrets and is_postgres_url(settings.db):
+        raise ConfigError(
+            "with a PostgreSQL inbox, every replica must check signatures with the same secret: set "
+            "STRIPE_WEBHOOK_SECRET (the endpoint's whsec_… from `stripe-inbox register` or the Dashboard)"
         )
     if not settings.webhook_secrets:
         secret = generate_secret()
@@ -377,7 +384,8 @@ def _claude_config(args: argparse.Namespace) -> None:
     settings = _settings(args)
     executable = Path(sys.executable).with_name("stripe-inbox")
     command, prefix = (str(executable), []) if executable.exists() else (sys.executable, ["-m", "stripe_inbox"])
-    arguments = [*prefix, "mcp", "--db", str(Path(settings.db).expanduser().resolve())]
+    db = settings.db if is_postgres_url(settings.db) else str(Path(settings.db).expanduser().resolve())
+    arguments = [*prefix, "mcp", "--db", db]
     if args.config:
         arguments += ["--config", str(Path(args.config).resolve())]
     print(json.dumps({"mcpServers": {"stripe-inbox": {"command": command, "args": arguments}}}, indent=2))
