@@ -47,9 +47,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(kind: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    db = workdir / "bench.db"
-    env = {**os.environ, "STRIPE_WEBHOOK_SECRET": SECRET, "STRIPE_INBOX_DB": str(db)}
+def start(kind: str, port: int, workdir: Path, db: str | None = None) -> subprocess.Popen[bytes]:
+    db = db or str(workdir / "bench.db")
+    env = {**os.environ, "STRIPE_WEBHOOK_SECRET": SECRET, "STRIPE_INBOX_DB": db}
     if kind == "stripe-inbox":
         command = [sys.executable, "-m", "stripe_inbox", "serve", "--port", str(port)]
     else:
