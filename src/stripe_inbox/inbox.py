@@ -59,7 +59,7 @@ class Inbox:
         self.outbox = Outbox(store, settings, self.signal_change)
         # Parsing needs a client but makes no request, so a placeholder key will do.
         self._stripe = stripe.StripeClient(settings.api_key or "sk_unused")
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None
 
     # -- ingress ---------------------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class Inbox:
             raise InvalidArgument(f"timeout_seconds must be between 0 and {MAX_WAIT_SECONDS}")
         with anyio.move_on_after(timeout_seconds):
             while True:
-                changed = self._changed  # taken before the read, so no change slips between the two
+                changed = self._next_change()  # taken before the read, so no change slips between the two
                 page = await self.list_events(type=type, limit=MAX_PAGE)
                 if page.events:
                     return WaitResult(events=page.events, timed_out=False)
@@ -295,15 +295,22 @@ class Inbox:
     # -- change notification ---------------------------------------------------------------------
 
     def signal_change(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        # An event is made only when someone waits: under load, most deliveries find none to set.
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _next_change(self) -> anyio.Event:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        return self._changed
 
     async def changes(self) -> AsyncIterator[None]:
         """Yields after every change to the inbox, made here or by another process; bursts coalesce."""
-        changed = self._changed
+        changed = self._next_change()
         while True:
             await changed.wait()
-            changed = self._changed  # taken before the consumer runs: a change made meanwhile is not missed
+            changed = self._next_change()  # taken before the consumer runs: a change made meanwhile is not missed
             yield
 
     async def watch_other_processes(self) -> None:

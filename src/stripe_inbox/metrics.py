@@ -19,6 +19,7 @@ class Metrics:
             ["result", "status"],
             registry=self.registry,
         )
+        self._delivery_counters: dict[tuple[str, int], Counter] = {}
         self.ingress_latency = Histogram(
             "stripe_inbox_ingress_latency_seconds",
             "Time from request received to response, for POST /webhooks/stripe",
@@ -50,7 +51,10 @@ class Metrics:
         )
 
     def record_delivery(self, result: str, status: int, seconds: float) -> None:
-        self.deliveries.labels(result, str(status)).inc()
+        counter = self._delivery_counters.get((result, status))
+        if counter is None:  # looking a child up by its labels costs more than the increment itself
+            counter = self._delivery_counters[result, status] = self.deliveries.labels(result, str(status))
+        counter.inc()
         self.ingress_latency.observe(seconds)
 
     def record_tool_call(self, tool: str, failed: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 
@@ -25,7 +24,7 @@ def verify(payload: bytes, header: str | None, secrets: list[str], now: float | 
         raise DeliveryRejected("missing_signature", "no Stripe-Signature header")
     timestamp, signatures = _parse(header)
     signed = b"%d." % timestamp + payload
-    expected = [hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest() for secret in secrets]
+    expected = [hmac.digest(secret.encode(), signed, "sha256").hex() for secret in secrets]
     if not any(hmac.compare_digest(mine, theirs) for mine in expected for theirs in signatures):
         raise DeliveryRejected("invalid_signature", "no v1 signature matches any configured webhook secret")
     skew = (time.time() if now is None else now) - timestamp
