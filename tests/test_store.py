@@ -366,3 +366,12 @@ async def test_postgres_errors_say_what_is_wrong(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "asyncpg" else real_find_spec(name))
     with pytest.raises(ConfigError, match=r"pip install 'stripe-inbox\[postgres\]'"):
         await open_store("postgresql://127.0.0.1/inbox")
+
+
+async def test_postgres_commits_are_synchronous_whatever_the_url_says() -> None:
+    async with postgres_schema() as url:
+        store = await open_store(url + "&synchronous_commit=off")
+        try:
+            assert await store._pool.fetchval("SHOW synchronous_commit") == "on"  # type: ignore[attr-defined]
+        finally:
+            await store.close()

@@ -80,8 +80,12 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, dsn: str, lock_timeout_seconds: float = 5.0) -> PostgresStore:
-        # A row lock held longer than this (another replica's stuck transaction) fails the write with a 503.
-        settings = {"lock_timeout": f"{round(lock_timeout_seconds * 1000)}ms"}
+        settings = {
+            # A 200 promises the commit is on disk, whatever the server's default says.
+            "synchronous_commit": "on",
+            # A row lock held longer than this (another replica's stuck transaction) fails the write with a 503.
+            "lock_timeout": f"{round(lock_timeout_seconds * 1000)}ms",
+        }
         pool = listener = None
         try:
             pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, server_settings=settings)
@@ -123,7 +127,7 @@ class PostgresStore:
             deliveries = [(events, received_at) for events, received_at, _ in batch]
             try:
                 results: list[list[AddOutcome]] | list[StoreUnavailable] = await self._insert(deliveries)
-            except DB_ERRORS as error:  # a failed commit fails every delivery in it: each gets a 503
+            except Exception as error:  # a failed commit fails every delivery in it: each gets a 503, none hangs
                 results = [StoreUnavailable(f"the inbox database cannot be written: {error}")] * len(batch)
             for (_, _, future), result in zip(batch, results, strict=True):
                 if future.done():  # the caller went away; its events are stored all the same

@@ -145,7 +145,7 @@ class SQLiteStore:
                     size += len(more[0])
                 try:
                     results: list[list[AddOutcome] | BaseException] = _insert(db, batch)
-                except sqlite3.Error as error:  # a failed commit fails every delivery in it: each gets a 503
+                except Exception as error:  # a failed commit fails every delivery in it: each gets a 503, none hangs
                     results = [StoreUnavailable(f"the inbox database cannot be written: {error}")] * len(batch)
                 loop.call_soon_threadsafe(_settle, [future for _, _, future in batch], results)
         finally:
