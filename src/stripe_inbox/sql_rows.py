@@ -10,7 +10,7 @@ from typing import Any
 
 from .events import IncomingEvent
 from .models import AuditEntry, DeliveryState, Notification, Ticket, utc
-from .store import AddOutcome, StoredEvent
+from .store import AddOutcome, Audit, Delivery, StoredEvent
 
 EVENT_COLUMNS = (
     "seq, id, type, created, livemode, customer, account, object_id, amount, currency, payload, status, "
@@ -91,6 +91,18 @@ def _row(event: IncomingEvent, received_at: float, last_delivery_at: float, copi
         event.kind,
         None if event.related_object is None else json.dumps(event.related_object),
         copies,
+    )
+
+
+def outcome_audit(
+    delivery: Delivery, status: str, reason: str | None, tracker_url: str | None
+) -> tuple[Audit, str | None, dict[str, Any]]:
+    """The audit entry (who and what, the event, the result) for a delivery's final outcome."""
+    ref = delivery.notification or delivery.ticket
+    return (
+        Audit("outbox", f"deliver_{delivery.kind}", {"id": ref.id if ref else None, "to": delivery.target}),
+        delivery.event.id if delivery.event else None,
+        {"status": status, "attempts": delivery.attempts, "reason": reason, "tracker_url": tracker_url},
     )
 
 

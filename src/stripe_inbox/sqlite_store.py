@@ -30,6 +30,7 @@ from .sql_rows import (
     audit_entry,
     insert_rows,
     notification,
+    outcome_audit,
     stored_event,
     ticket,
 )
@@ -336,14 +337,7 @@ class SQLiteStore:
                     (tracker_id, tracker_url, delivery.ticket.id),
                 )
             if final:
-                ref = delivery.notification or delivery.ticket
-                await _audit(
-                    db,
-                    at,
-                    Audit("outbox", f"deliver_{delivery.kind}", {"id": ref.id if ref else None, "to": delivery.target}),
-                    delivery.event.id if delivery.event else None,
-                    {"status": status, "attempts": delivery.attempts, "reason": reason, "tracker_url": tracker_url},
-                )
+                await _audit(db, at, *outcome_audit(delivery, status, reason, tracker_url))
 
     async def next_delivery_at(self) -> float | None:
         rows = await self._read(
