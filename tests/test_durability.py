@@ -6,44 +6,17 @@ import os
 import signal
 import sqlite3
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from .conftest import cli_env, encode, make_event, signed_headers, start_server, stop_server
+from .conftest import cli_env, start_server, stop_server
+from .load import CLIENTS, Load
 
-CLIENTS = 8
 BOUND = 120
-
-
-class Load:
-    """Clients posting unique signed events, one after another each, until told to stop or the server dies."""
-
-    def __init__(self, url: str, target: int) -> None:
-        self.url, self.target = url, target
-        self.answered: list[tuple[str, int]] = []
-        self.reached, self.stop = threading.Event(), threading.Event()
-
-    def client(self) -> None:
-        with httpx.Client(timeout=10) as http:
-            while not self.stop.is_set():
-                payload = encode(make_event())
-                event_id = payload.split(b'"id": "')[1].split(b'"')[0].decode()
-                try:
-                    status = http.post(self.url, content=payload, headers=signed_headers(payload)).status_code
-                except httpx.HTTPError:
-                    return  # the server died under us
-                self.answered.append((event_id, status))
-                if len(self.answered) >= self.target:
-                    self.reached.set()
-
-    def ok(self) -> set[str]:
-        return {event_id for event_id, status in self.answered if status == 200}
 
 
 def test_every_200_survives_kill_9_under_load(tmp_path: Path) -> None:

@@ -1,16 +1,20 @@
 """Scale-out on PostgreSQL with real processes: two `serve` replicas on one database, agents on either
-replica woken by the other, and two agents claiming from one inbox at once."""
+replica woken by the other, two agents claiming from one inbox at once, and a replica killed under load."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import warnings
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
@@ -20,6 +24,7 @@ from stripe_inbox.mcp_server import PENDING_URI
 from stripe_inbox.store import EventQuery, open_store
 
 from .conftest import Server, cli_env, encode, make_event, signed_headers, start_server, stop_server
+from .load import CLIENTS, Load
 from .postgres import postgres_schema
 
 pytestmark = pytest.mark.anyio
@@ -158,3 +163,28 @@ async def test_serve_on_postgres_wants_the_shared_secret(inbox_url: str, tmp_pat
     result = run_cli("serve", "--port", "0", env=env, cwd=tmp_path, check=False)
     assert result.returncode != 0 and "set STRIPE_WEBHOOK_SECRET" in result.stderr
     assert not list(tmp_path.glob("*.whsec"))
+
+
+async def test_every_200_survives_kill_9_of_a_replica_and_the_other_carries_on(
+    replicas: list[Server], inbox_url: str
+) -> None:
+    doomed, survivor = replicas
+    load = Load(doomed.webhook_url, target=300)
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        for _ in range(CLIENTS):
+            pool.submit(load.client)
+        assert await anyio.to_thread.run_sync(load.reached.wait, BOUND)
+        os.kill(doomed.process.pid, signal.SIGKILL)  # with requests in flight
+        load.stop.set()
+    assert len(load.ok()) >= 300
+    async with httpx.AsyncClient(timeout=BOUND) as http:
+        after = encode(make_event())
+        assert (await post(http, survivor, after)) == {"received": True}
+    store = await open_store(inbox_url)
+    try:
+        stored = {event.id for event in await store.list_events(EventQuery(status=None, limit=100_000))}
+    finally:
+        await store.close()
+    missing = load.ok() - stored
+    assert not missing, f"{len(missing)} events got a 200 but are not stored"
+    assert json.loads(after)["id"] in stored
