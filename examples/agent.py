@@ -6,11 +6,14 @@
 
 Rules: classify every event; open a ticket for failed payments, disputes and fraud warnings;
 post a log notification for urgent ones; ack everything with the classification's outcome.
+It claims the events it works (claim_events), so several copies can share one inbox.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 from typing import Any
 
@@ -20,7 +23,7 @@ from mcp import Client, StdioServerParameters
 TICKET_CATEGORIES = {"payment_failed", "dispute", "fraud_warning", "payout_failed"}
 
 
-async def work_event(client: Client, summary: dict[str, Any]) -> str:
+async def work_event(client: Client, agent: str, summary: dict[str, Any]) -> str:
     event_id = summary["id"]
     classification = (await client.call_tool("classify", {"event_id": event_id})).structured_content
     outcome = "handled"
@@ -48,19 +51,20 @@ async def work_event(client: Client, summary: dict[str, Any]) -> str:
             "event_id": event_id,
             "outcome": outcome,
             "note": f"{classification['category']}: {classification['summary']}",
+            "agent": agent,
         },
     )
     return f"{event_id} {summary['type']} -> {classification['category']}/{classification['priority']}, {outcome}"
 
 
-async def drain(client: Client) -> int:
+async def drain(client: Client, agent: str) -> int:
     handled = 0
     while True:
-        page = (await client.call_tool("list_events", {"limit": 50})).structured_content
-        if not page["events"]:
+        claimed = await client.call_tool("claim_events", {"agent": agent, "limit": 10, "lease_seconds": 300})
+        if not claimed.structured_content["events"]:
             return handled
-        for summary in page["events"]:
-            print(await work_event(client, summary), flush=True)
+        for summary in claimed.structured_content["events"]:
+            print(await work_event(client, agent, summary), flush=True)
             handled += 1
 
 
@@ -70,7 +74,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     async with Client(server) as client:
         while True:
-            handled = await drain(client)
+            handled = await drain(client, args.agent)
             print(f"inbox drained: {handled} events worked", flush=True)
             if not args.follow:
                 return
@@ -83,4 +87,5 @@ if __name__ == "__main__":
     target.add_argument("--url", help="MCP endpoint of `stripe-inbox serve`, e.g. http://127.0.0.1:8000/mcp")
     target.add_argument("--db", help="inbox database; the agent starts `stripe-inbox mcp` over stdio")
     parser.add_argument("--follow", action="store_true", help="after draining, wait for new events")
+    parser.add_argument("--agent", default=f"example-{socket.gethostname()}-{os.getpid()}", help="this copy's name")
     anyio.run(main, parser.parse_args())
