@@ -325,7 +325,9 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
             "classification and its suggested_actions, with ready arguments); follow the suggested actions "
             "where they fit the policy: create_ticket for anything a person must follow up, notify where a "
             "team should know; then ack_event with the outcome (handled, ignored or escalated) and a short "
-            "note. When none are left, call wait_for_events to wait for new ones, or stop and report what you did."
+            "note. When none are left, call wait_for_events to wait for new ones, or stop and report what you did. "
+            "If other agents work this inbox too, take events with claim_events (under a name of your own) "
+            "instead, and pass that name as agent to ack_event."
         )
 
     @server.prompt()
