@@ -10,6 +10,7 @@ import stripe
 from .errors import DeliveryRejected
 
 TOLERANCE_SECONDS = 300
+SCHEME = stripe.WebhookSignature.EXPECTED_SCHEME  # "v1"; read once: the stripe module resolves names lazily
 
 
 def verify(payload: bytes, header: str | None, secrets: list[str], now: float | None = None) -> int:
@@ -53,7 +54,7 @@ def _parse(header: str) -> tuple[int, list[str]]:
             timestamp = int(value) if value.isdigit() else None
             if timestamp is None:
                 break
-        elif key == stripe.WebhookSignature.EXPECTED_SCHEME:  # "v1"; "v0" never counts
+        elif key == SCHEME:  # "v0" never counts
             signatures.append(value)
     if timestamp is None:
         raise DeliveryRejected("invalid_signature", "the Stripe-Signature header has no valid t= timestamp")

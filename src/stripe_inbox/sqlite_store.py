@@ -135,6 +135,7 @@ class SQLiteStore:
         db = sqlite3.connect(path, isolation_level=None, timeout=lock_timeout_seconds, check_same_thread=False)
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it, off the commit path
+        db.execute("PRAGMA temp_store = MEMORY")  # an upsert's statement journal: no temporary file per commit
         try:
             while (first := self._ingest.get()) is not None:
                 batch, size = [first], len(first[0])
