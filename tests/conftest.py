@@ -187,6 +187,19 @@ def start_server(db: Path, cwd: Path, env: dict[str, str] | None = None, *args: 
             return Server(process, url, lines, output, reader)
 
 
+def wait_for_line(server: Server, text: str, timeout: float = STARTUP_TIMEOUT) -> str:
+    """The next line `serve` prints that contains `text` (its log thread writes a little after the fact)."""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = server.lines.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if text in line:
+            return line
+    raise AssertionError(f"serve did not print {text!r} within {timeout} s:\n" + "".join(server.output))
+
+
 def stop_server(server: Server) -> None:
     server.process.terminate()
     try:

@@ -28,6 +28,7 @@ from .conftest import (
     signed_headers,
     start_server,
     stop_server,
+    wait_for_line,
 )
 from .receivers import HTTPReceiver
 
@@ -84,7 +85,7 @@ async def test_trigger_then_pending_over_http_mcp(server: Server, tmp_path: Path
             "deliver_notification",
             "ack_event",
         ]
-    assert any("billing: card declined" in line for line in server.output)  # the log channel writes to stderr
+    wait_for_line(server, "billing: card declined")  # the log channel writes to stderr
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'stripe_inbox_tool_calls_total{outcome="ok",tool="ack_event"} 1.0' in metrics
 
@@ -253,8 +254,9 @@ async def test_claude_config_entry_starts_a_working_stdio_server(tmp_path: Path)
 
 def test_secret_never_reaches_output_or_the_database(server: Server, tmp_path: Path) -> None:
     env = cli_env(tmp_path / "inbox.db")
-    run_cli("trigger", "payment_intent.payment_failed", "--url", server.webhook_url, env=env, cwd=tmp_path)
+    sent = run_cli("trigger", "payment_intent.payment_failed", "--url", server.webhook_url, env=env, cwd=tmp_path)
     run_cli("events", "list", env=env, cwd=tmp_path)
+    wait_for_line(server, sent.stdout.split()[0])  # the delivery's log line is out
     assert SECRET not in "".join(server.output)
     assert SECRET.encode() not in b"".join(path.read_bytes() for path in tmp_path.glob("inbox.db*"))
 
@@ -276,7 +278,9 @@ async def test_mcp_token_is_required_when_set_and_the_ingress_needs_none(tmp_pat
         ):
             assert (await client.call_tool("get_stats", {})).structured_content["total"] == 0
         webhook = running.webhook_url.replace("0.0.0.0", "127.0.0.1")
-        assert " -> 200 " in run_cli("trigger", "invoice.paid", "--url", webhook, env=cli_env(db), cwd=tmp_path).stdout
+        sent = run_cli("trigger", "invoice.paid", "--url", webhook, env=cli_env(db), cwd=tmp_path).stdout
+        assert " -> 200 " in sent
+        wait_for_line(running, sent.split()[0])  # the delivery's log line is out
         assert token not in "".join(running.output)
     finally:
         stop_server(running)
