@@ -375,3 +375,28 @@ async def test_postgres_commits_are_synchronous_whatever_the_url_says() -> None:
             assert await store._pool.fetchval("SHOW synchronous_commit") == "on"  # type: ignore[attr-defined]
         finally:
             await store.close()
+
+
+async def test_upgrading_an_older_postgres_schema_counts_the_events_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with postgres_schema() as url:
+        from stripe_inbox import postgres_schema as schema
+
+        current = schema.MIGRATIONS
+        monkeypatch.setattr(schema, "MIGRATIONS", current[:1])  # as the first release left it
+        old = await open_store(url)
+        await old.add_events([incoming("invoice.paid"), incoming("invoice.paid"), incoming("charge.refunded")], 1.0)
+        await old.close()
+        monkeypatch.setattr(schema, "MIGRATIONS", current)
+        upgraded = await open_store(url)
+        try:
+            assert sorted(await upgraded.counts()) == [
+                ("pending", "charge.refunded", 1),
+                ("pending", "invoice.paid", 2),
+            ]
+            assert await upgraded.count_events(EventQuery(type="invoice.paid")) == 2
+            await upgraded.ack(
+                (await upgraded.list_events(EventQuery(type="charge.refunded")))[0].id, "handled", None, 2.0, AUDIT
+            )
+            assert await upgraded.count_events(EventQuery(status="acked")) == 1
+        finally:
+            await upgraded.close()
