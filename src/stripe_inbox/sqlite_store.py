@@ -210,12 +210,14 @@ class SQLiteStore:
             if event.status == "acked":
                 return event, False
             event.check_claim(holder, at)
-            await db.execute(
-                "UPDATE events SET status = 'acked', outcome = ?, note = ?, acked_at = ? WHERE id = ?",
+            async with db.execute(
+                f"UPDATE events SET status = 'acked', outcome = ?, note = ?, acked_at = ? WHERE id = ? "
+                f"RETURNING {EVENT_COLUMNS}",
                 (outcome, note, at, event_id),
-            )
+            ) as cursor:
+                acked = stored_event(await cursor.fetchone())  # type: ignore[arg-type]
             await _audit(db, at, audit, event_id, {"status": "acked", "outcome": outcome})
-            return await _get_in(db, event_id), True
+            return acked, True
 
     async def claim_events(self, holder: str, limit: int, lease_seconds: float, now: float) -> list[StoredEvent]:
         async with self._transaction() as db:
