@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+
+import orjson
 
 from .errors import DeliveryRejected
 
@@ -35,7 +36,7 @@ class IncomingEvent:
     @classmethod
     def parse(cls, payload: bytes) -> IncomingEvent:
         try:
-            event = json.loads(payload)
+            event = orjson.loads(payload)
         except ValueError:
             raise DeliveryRejected("invalid_payload", "the body is not valid JSON") from None
         if not isinstance(event, dict):
