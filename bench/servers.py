@@ -3,8 +3,10 @@
 bare:  a Starlette endpoint that reads the body and returns 200: the ceiling of this stack.
 naive: the handler users write today: Starlette, stripe.Webhook.construct_event, and an INSERT
        with a COMMIT per event (SQLite, WAL, synchronous=FULL, so it is as durable as ours).
+verify-only: stripe-inbox's own signature check and parse in a plain ASGI endpoint, storing nothing:
+       the most any storage design behind this verification could reach on this machine.
 
-python bench/servers.py bare|naive PORT DB SECRET
+python bench/servers.py bare|naive|verify-only PORT DB SECRET
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from stripe_inbox.events import IncomingEvent
+from stripe_inbox.signature import verify
 
 
 async def bare(request: Request) -> Response:
@@ -50,11 +56,28 @@ def naive_app(db: str, secret: str) -> Starlette:
     return Starlette(routes=[Route("/webhooks/stripe", webhook, methods=["POST"])])
 
 
+def verify_only_app(secret: str) -> ASGIApp:
+    async def webhook(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        payload, more = b"", True
+        while more:
+            message = await receive()
+            payload, more = payload + message.get("body", b""), message.get("more_body", False)
+        signature = dict(scope["headers"]).get(b"stripe-signature", b"").decode("latin-1")
+        verify(payload, signature, [secret])
+        IncomingEvent.parse(payload)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"received":true}'})
+
+    return webhook
+
+
 if __name__ == "__main__":
     kind, port, db, secret = sys.argv[1:5]
-    app = (
-        Starlette(routes=[Route("/webhooks/stripe", bare, methods=["POST"])])
-        if kind == "bare"
-        else naive_app(db, secret)
-    )
-    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
+    apps = {
+        "bare": lambda: Starlette(routes=[Route("/webhooks/stripe", bare, methods=["POST"])]),
+        "naive": lambda: naive_app(db, secret),
+        "verify-only": lambda: verify_only_app(secret),
+    }
+    uvicorn.run(apps[kind](), host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
