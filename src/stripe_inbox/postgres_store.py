@@ -23,12 +23,15 @@ from .sql_rows import (
     INSERTED_COLUMNS,
     NOTIFICATION_SELECT,
     TICKET_SELECT,
+    IngestItem,
     answers,
     audit_entry,
     insert_rows,
     notification,
     outcome_audit,
+    settle,
     stored_event,
+    take_batch,
     ticket,
 )
 from .store import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
@@ -63,10 +66,7 @@ DUE_DELIVERIES = (
 )
 QUEUED_DELIVERY = "SELECT id FROM deliveries WHERE kind = $3 AND ref_id = $4 AND status = 'queued'"
 WRITERS = 2  # while one batch waits for its commit, the next one is being written
-MAX_BATCH_EVENTS = 500
 LISTEN_CHECK_SECONDS = 1.0
-
-IngestItem = tuple[list[IncomingEvent], float, "asyncio.Future[list[AddOutcome]]"]
 
 
 class PostgresStore:
@@ -118,25 +118,14 @@ class PostgresStore:
 
     async def _ingest_forever(self) -> None:
         while (first := await self._ingest.get()) is not None:
-            batch, size = [first], len(first[0])
-            while size < MAX_BATCH_EVENTS and not self._ingest.empty():
-                if (more := self._ingest.get_nowait()) is None:
-                    self._ingest.put_nowait(None)
-                    break
-                batch.append(more)
-                size += len(more[0])
-            deliveries = [(events, received_at) for events, received_at, _ in batch]
+            batch = take_batch(first, self._ingest)
             try:
-                results: list[list[AddOutcome]] | list[StoreUnavailable] = await self._insert(deliveries)
-            except Exception as error:  # a failed commit fails every delivery in it: each gets a 503, none hangs
-                results = [StoreUnavailable(f"the inbox database cannot be written: {error}")] * len(batch)
-            for (_, _, future), result in zip(batch, results, strict=True):
-                if future.done():  # the caller went away; its events are stored all the same
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+                results: list[list[AddOutcome]] | Exception = await self._insert(
+                    [(events, received_at) for events, received_at, _ in batch]
+                )
+            except Exception as error:  # a failed commit fails every delivery in it
+                results = error
+            settle(batch, results)
 
     async def _insert(self, deliveries: list[tuple[list[IncomingEvent], float]]) -> list[list[AddOutcome]]:
         columns = list(zip(*insert_rows(deliveries), strict=True))

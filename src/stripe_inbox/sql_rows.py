@@ -3,11 +3,13 @@ batch of deliveries becomes one upsert and its answers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from .errors import StoreUnavailable
 from .events import IncomingEvent
 from .models import AuditEntry, DeliveryState, Notification, Ticket, utc
 from .store import AddOutcome, Audit, Delivery, StoredEvent
@@ -41,6 +43,40 @@ def stored_event(row: Sequence[Any]) -> StoredEvent:
 
 
 Batch = Sequence[tuple[Sequence[IncomingEvent], float]]  # each caller's events and when they arrived
+IngestItem = tuple[list[IncomingEvent], float, "asyncio.Future[list[AddOutcome]]"]  # ... and who waits
+MAX_BATCH_EVENTS = 500  # 15 parameters each stays far below SQLite's limit of 32766
+
+
+class IngestQueue(Protocol):
+    """What group commit needs of its queue: queue.SimpleQueue (a thread) and asyncio.Queue both fit."""
+
+    def empty(self) -> bool: ...
+    def get_nowait(self) -> IngestItem | None: ...
+    def put_nowait(self, item: IngestItem | None) -> None: ...
+
+
+def take_batch(first: IngestItem, queue: IngestQueue) -> list[IngestItem]:
+    """`first` and whatever else is queued, up to MAX_BATCH_EVENTS events; a None (closing) stays queued."""
+    batch, size = [first], len(first[0])
+    while size < MAX_BATCH_EVENTS and not queue.empty():
+        if (more := queue.get_nowait()) is None:
+            queue.put_nowait(None)
+            break
+        batch.append(more)
+        size += len(more[0])
+    return batch
+
+
+def settle(batch: list[IngestItem], results: list[list[AddOutcome]] | Exception) -> None:
+    """Answer each caller of a batch with its outcomes, or, when the commit failed, with StoreUnavailable
+    (a 503 to Stripe, which retries): none is left hanging."""
+    for index, (_, _, future) in enumerate(batch):
+        if future.done():  # the caller went away; its events are stored all the same
+            continue
+        if isinstance(results, Exception):
+            future.set_exception(StoreUnavailable(f"the inbox database cannot be written: {results}"))
+        else:
+            future.set_result(results[index])
 
 
 def insert_rows(batch: Batch) -> list[tuple[Any, ...]]:

@@ -26,12 +26,15 @@ from .sql_rows import (
     INSERTED_COLUMNS,
     NOTIFICATION_SELECT,
     TICKET_SELECT,
+    IngestItem,
     answers,
     audit_entry,
     insert_rows,
     notification,
     outcome_audit,
+    settle,
     stored_event,
+    take_batch,
     ticket,
 )
 from .sqlite_schema import migrate
@@ -47,14 +50,10 @@ INSERT_EVENTS = f"""
 INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 CHECKPOINT_SECONDS = 1.0
 WATCH_SECONDS = 0.2
-MAX_BATCH_EVENTS = 500  # 15 parameters each stays far below SQLite's limit of 32766
 CLAIMABLE = (
     "SELECT seq FROM events WHERE status = 'pending' AND (claim_expires_at IS NULL OR claim_expires_at < ?) "
     "ORDER BY seq LIMIT ?"
 )
-
-
-IngestItem = tuple[list[IncomingEvent], float, "asyncio.Future[list[AddOutcome]]"]
 
 
 class SQLiteStore:
@@ -138,18 +137,12 @@ class SQLiteStore:
         db.execute("PRAGMA temp_store = MEMORY")  # an upsert's statement journal: no temporary file per commit
         try:
             while (first := self._ingest.get()) is not None:
-                batch, size = [first], len(first[0])
-                while size < MAX_BATCH_EVENTS and not self._ingest.empty():
-                    if (more := self._ingest.get_nowait()) is None:
-                        self._ingest.put(None)
-                        break
-                    batch.append(more)
-                    size += len(more[0])
+                batch = take_batch(first, self._ingest)
                 try:
-                    results: list[list[AddOutcome] | BaseException] = _insert(db, batch)
-                except Exception as error:  # a failed commit fails every delivery in it: each gets a 503, none hangs
-                    results = [StoreUnavailable(f"the inbox database cannot be written: {error}")] * len(batch)
-                loop.call_soon_threadsafe(_settle, [future for _, _, future in batch], results)
+                    results: list[list[AddOutcome]] | Exception = _insert(db, batch)
+                except Exception as error:  # a failed commit fails every delivery in it
+                    results = error
+                loop.call_soon_threadsafe(settle, batch, results)
         finally:
             db.close()
 
@@ -451,16 +444,6 @@ def _insert(db: sqlite3.Connection, batch: list[IngestItem]) -> list[list[AddOut
             db.execute("ROLLBACK")
         raise
     return answers(deliveries, returned)
-
-
-def _settle(futures: list[asyncio.Future[list[AddOutcome]]], results: list[Any]) -> None:
-    for future, result in zip(futures, results, strict=True):
-        if future.done():  # the caller went away; its events are stored all the same
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
 
 
 async def _tickets(db: aiosqlite.Connection, where: str, parameters: tuple[Any, ...]) -> list[Ticket]:
