@@ -18,7 +18,7 @@ from pathlib import Path
 
 from stripe_inbox.classify import classify
 from stripe_inbox.policy import Policy, Rule
-from stripe_inbox.samples import SAMPLES, sample_event
+from stripe_inbox.stripe.samples import SAMPLES, sample_event
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stripe" / "events"
 RULES = [

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from stripe_inbox.samples import sample_event
-from stripe_inbox.signature import sign
+from stripe_inbox.stripe.samples import sample_event
+from stripe_inbox.stripe.signature import sign
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parents[1] / "shared" / "fixtures" / "stripe" / "events"

@@ -22,8 +22,8 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from stripe_inbox.events import IncomingEvent
-from stripe_inbox.samples import SAMPLES, sample_event
-from stripe_inbox.store import open_store
+from stripe_inbox.stores import open_store
+from stripe_inbox.stripe.samples import SAMPLES, sample_event
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stripe_inbox.events import IncomingEvent
-from stripe_inbox.signature import verify
+from stripe_inbox.stripe.signature import verify
 
 
 async def bare(request: Request) -> Response:

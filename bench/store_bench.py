@@ -12,8 +12,8 @@ import tempfile
 import time
 
 from stripe_inbox.events import IncomingEvent
-from stripe_inbox.samples import sample_event
-from stripe_inbox.store import open_store
+from stripe_inbox.stores import open_store
+from stripe_inbox.stripe.samples import sample_event
 
 
 async def main(events: int, concurrency: int) -> None:

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from stripe_inbox import Inbox, Settings, load_settings, open_inbox
-from stripe_inbox.app import create_app
-from stripe_inbox.signature import sign
+from stripe_inbox.stripe.signature import sign
+from stripe_inbox.web.app import create_app
 
 SECRET = "whsec_test_" + "a" * 32
 OTHER_SECRET = "whsec_test_" + "b" * 32

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stripe_inbox import Inbox, load_settings, open_inbox
-from stripe_inbox.channels import SIGNATURE_HEADER
+from stripe_inbox.actions.channels import SIGNATURE_HEADER
 from stripe_inbox.errors import InvalidArgument
 from stripe_inbox.events import IncomingEvent
 
@@ -297,7 +297,7 @@ def test_bad_channel_config_names_the_key(
 
 
 def test_outbox_table_has_no_secrets_column() -> None:
-    from stripe_inbox.sqlite_schema import MIGRATIONS
+    from stripe_inbox.stores.sqlite_schema import MIGRATIONS
 
     schema = "".join(MIGRATIONS).lower()
     assert "url" not in schema.replace("tracker_url", "") and "token" not in schema and "password" not in schema

@@ -15,7 +15,7 @@ from stripe_inbox import load_settings, open_inbox
 from stripe_inbox.classify import classify
 from stripe_inbox.errors import ConfigError
 from stripe_inbox.events import IncomingEvent
-from stripe_inbox.mcp_server import create_mcp_server
+from stripe_inbox.mcp.server import create_mcp_server
 from stripe_inbox.policy import Policy
 
 from .conftest import SECRET, encode, fixture_events, needs_fixtures

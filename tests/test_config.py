@@ -11,7 +11,7 @@ import pytest
 
 from stripe_inbox.errors import ConfigError, DeliveryRejected
 from stripe_inbox.settings import generate_secret, load_settings, store_secret
-from stripe_inbox.signature import sign, verify
+from stripe_inbox.stripe.signature import sign, verify
 
 from .conftest import OTHER_SECRET, SECRET
 

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stripe_inbox import Inbox, load_settings, open_inbox
-from stripe_inbox.app import create_app
 from stripe_inbox.errors import DeliveryRejected
-from stripe_inbox.signature import verify
+from stripe_inbox.stripe.signature import verify
+from stripe_inbox.web.app import create_app
 
 from .conftest import SECRET, cli_env, deliver, encode, make_event, start_server, stop_server
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from stripe_inbox import Inbox, load_settings, open_inbox
-from stripe_inbox.app import create_app
-from stripe_inbox.ingress import MAX_BODY_BYTES
+from stripe_inbox.web.app import create_app
+from stripe_inbox.web.ingress import MAX_BODY_BYTES
 
 from .conftest import OTHER_SECRET, SECRET, deliver, encode, make_event, signed_headers
 

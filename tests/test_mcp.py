@@ -15,7 +15,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 
 from stripe_inbox import Inbox, load_settings, open_inbox
 from stripe_inbox.events import IncomingEvent
-from stripe_inbox.mcp_server import PENDING_URI, InboxServer, create_mcp_server
+from stripe_inbox.mcp.server import PENDING_URI, InboxServer, create_mcp_server
 
 from .conftest import SECRET, encode, make_event
 

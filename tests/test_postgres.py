@@ -20,8 +20,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPDeprecationWarning
 
-from stripe_inbox.mcp_server import PENDING_URI
-from stripe_inbox.store import EventQuery, open_store
+from stripe_inbox.mcp.server import PENDING_URI
+from stripe_inbox.stores import EventQuery, open_store
 
 from .conftest import Server, cli_env, encode, make_event, signed_headers, start_server, stop_server
 from .load import CLIENTS, Load

@@ -16,7 +16,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
 
-from stripe_inbox.mcp_server import PENDING_URI
+from stripe_inbox.mcp.server import PENDING_URI
 
 from .conftest import (
     SECRET,

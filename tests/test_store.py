@@ -17,8 +17,8 @@ import pytest
 from stripe_inbox.errors import Claimed, ConfigError, NotFound, StoreUnavailable
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.models import Classification
-from stripe_inbox.sqlite_schema import MIGRATIONS
-from stripe_inbox.store import Audit, EventQuery, Store, open_store
+from stripe_inbox.stores import Audit, EventQuery, Store, open_store
+from stripe_inbox.stores.sqlite_schema import MIGRATIONS
 
 from .conftest import encode, make_event
 from .postgres import postgres_schema
@@ -269,7 +269,7 @@ async def test_upgrading_a_schema_from_before_the_counts_counts_the_events_it_ha
     db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     postgres = db.startswith("postgresql://")
-    schema = importlib.import_module(f"stripe_inbox.{'postgres' if postgres else 'sqlite'}_schema")
+    schema = importlib.import_module(f"stripe_inbox.stores.{'postgres' if postgres else 'sqlite'}_schema")
     current = schema.MIGRATIONS
     monkeypatch.setattr(schema, "MIGRATIONS", current[: 1 if postgres else 2])  # as an earlier release left it
     old = await open_store(db)
@@ -346,7 +346,7 @@ async def test_replicas_starting_together_migrate_once() -> None:
                 group.start_soon(start, number)
         import asyncpg
 
-        from stripe_inbox.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
+        from stripe_inbox.stores.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
 
         db = await asyncpg.connect(url)
         try:

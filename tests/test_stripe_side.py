@@ -14,13 +14,13 @@ import pytest
 from mcp import Client
 
 from stripe_inbox import Inbox, Settings, load_settings, open_inbox
-from stripe_inbox.app import create_app
-from stripe_inbox.backfill import backfill, start_of
 from stripe_inbox.errors import InvalidArgument
 from stripe_inbox.events import IncomingEvent
-from stripe_inbox.mcp_server import create_mcp_server
-from stripe_inbox.register import register
-from stripe_inbox.stripe_api import StripeAPI, StripeAPIError
+from stripe_inbox.mcp.server import create_mcp_server
+from stripe_inbox.stripe.api import StripeAPI, StripeAPIError
+from stripe_inbox.stripe.backfill import backfill, start_of
+from stripe_inbox.stripe.register import register
+from stripe_inbox.web.app import create_app
 
 from .conftest import SECRET, cli_env, deliver, encode, make_event, run_cli, signed_headers
 from .fake_stripe import FakeStripe

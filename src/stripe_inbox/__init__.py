@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, DeliveryRejected, InboxError, InvalidArgument, NotFound, StoreUnavailable
 from .inbox import Inbox, open_inbox
 from .settings import Settings, load_settings
-from .store import Store, open_store
+from .stores import Store, open_store
 
 if TYPE_CHECKING:
-    from .app import create_app
-    from .mcp_server import create_mcp_server
+    from .mcp.server import create_mcp_server
+    from .web.app import create_app
 
 __version__ = "0.1.0"
 
@@ -37,11 +37,11 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The web and MCP stacks load on first use, so the CLI's quick commands start fast.
     if name == "create_app":
-        from .app import create_app
+        from .web.app import create_app
 
         return create_app
     if name == "create_mcp_server":
-        from .mcp_server import create_mcp_server
+        from .mcp.server import create_mcp_server
 
         return create_mcp_server
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,9 +23,10 @@ from . import __version__
 from .errors import ConfigError, InboxError
 from .inbox import Inbox, open_inbox
 from .models import OUTCOMES, DeliveryState
-from .samples import SAMPLES, sample_event
-from .settings import LOOPBACK_HOSTS, Settings, generate_secret, is_postgres_url, load_settings, store_secret
-from .signature import sign
+from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
+from .stores import is_postgres_url
+from .stripe.samples import SAMPLES, sample_event
+from .stripe.signature import sign
 
 ACTOR = "cli"
 LOG_POLL_SECONDS = 0.05
@@ -157,9 +158,9 @@ def _serve(args: argparse.Namespace) -> None:
     sock = _listen(args.host, args.port)
     import uvicorn
 
-    from .app import create_app
-    from .mcp_server import create_mcp_server
+    from .mcp.server import create_mcp_server
     from .metrics import Metrics
+    from .web.app import create_app
 
     # Log lines are formatted and written by a thread of their own: a delivery's line costs the event loop
     # only its record. The module-level switches are logging's documented ways to make a record cheaper.
@@ -232,7 +233,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _mcp(args: argparse.Namespace) -> None:
-    from .mcp_server import serve_stdio
+    from .mcp.server import serve_stdio
 
     _with_inbox(args, serve_stdio)
 
@@ -360,7 +361,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def _register(args: argparse.Namespace) -> None:
-    from .register import register
+    from .stripe.register import register
 
     settings = _settings(args)
     done = anyio.run(lambda: register(settings, args.url, args.events, args.force, args.dry_run))
@@ -375,8 +376,8 @@ def _register(args: argparse.Namespace) -> None:
 
 
 def _backfill(args: argparse.Namespace) -> None:
-    from .backfill import BackfillResult, backfill, start_of
-    from .stripe_api import StripeAPI
+    from .stripe.api import StripeAPI
+    from .stripe.backfill import BackfillResult, backfill, start_of
 
     def progress(result: BackfillResult) -> None:
         print(

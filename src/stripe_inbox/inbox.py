@@ -13,8 +13,8 @@ from typing import Any, Literal
 import anyio
 import stripe
 
-from . import signature
-from .channels import recipient_for
+from .actions.channels import recipient_for
+from .actions.outbox import Outbox
 from .classify import classify
 from .errors import DeliveryRejected, InvalidArgument, NotFound
 from .events import EventFilter, IncomingEvent
@@ -33,10 +33,10 @@ from .models import (
     WaitResult,
     utc,
 )
-from .outbox import Outbox
 from .settings import Settings
-from .store import Audit, EventQuery, Store, StoredEvent, open_store
-from .stripe_api import StripeAPI, StripeAPIError
+from .stores import Audit, EventQuery, Store, StoredEvent, open_store
+from .stripe import signature
+from .stripe.api import StripeAPI, StripeAPIError
 
 MAX_PAGE = 100
 MAX_WAIT_SECONDS = 300

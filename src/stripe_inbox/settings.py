@@ -16,11 +16,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .channels import ChannelConfig, LogChannel
+from .actions.channels import ChannelConfig, LogChannel
+from .actions.trackers import TrackerConfig
 from .errors import ConfigError
 from .events import check_patterns
 from .policy import Policy, Rule
-from .trackers import TrackerConfig
+from .stores import is_postgres_url
 
 DEFAULT_CONFIG_FILE = "stripe-inbox.toml"
 SECRET_PATTERN = re.compile(r"whsec_[A-Za-z0-9+/=_-]{8,}")
@@ -126,10 +127,6 @@ class Settings(BaseSettings):
         if is_postgres_url(self.db):
             return Path("stripe-inbox.whsec").resolve()
         return Path(self.db).expanduser().resolve().with_name(Path(self.db).name + ".whsec")
-
-
-def is_postgres_url(db: str) -> bool:
-    return db.startswith(("postgresql://", "postgres://"))
 
 
 def parse_secrets(value: str) -> list[str]:

@@ -11,11 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .errors import InvalidArgument
-from .events import IncomingEvent
-from .inbox import Inbox
-from .models import utc
-from .stripe_api import StripeAPI
+from ..errors import InvalidArgument
+from ..events import IncomingEvent
+from ..inbox import Inbox
+from ..models import utc
+from .api import StripeAPI
 
 STATE_KEY = "backfill"
 RETENTION_DAYS = 30  # how long Stripe's Events API keeps events

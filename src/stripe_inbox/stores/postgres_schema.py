@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from .errors import StoreUnavailable
+from ..errors import StoreUnavailable
 
 MIGRATIONS = [
     """

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from .errors import Claimed, ConfigError
-from .events import IncomingEvent, format_amount
-from .models import (
+from ..errors import Claimed
+from ..events import IncomingEvent, format_amount
+from ..models import (
     AuditEntry,
     Classification,
     DeliveryStatus,
@@ -23,7 +22,6 @@ from .models import (
     Ticket,
     utc,
 )
-from .settings import is_postgres_url
 
 AddOutcome = Literal["stored", "duplicate"]
 EventKind = Literal["snapshot", "thin"]
@@ -245,16 +243,3 @@ class Store(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
-
-
-async def open_store(db: str, lock_timeout_seconds: float = 5.0) -> Store:
-    """The store for a database location: an SQLite path, or a postgresql:// URL."""
-    if is_postgres_url(db):
-        if importlib.util.find_spec("asyncpg") is None:
-            raise ConfigError("a postgresql:// inbox needs the PostgreSQL extra: pip install 'stripe-inbox[postgres]'")
-        from .postgres_store import PostgresStore
-
-        return await PostgresStore.open(db, lock_timeout_seconds)
-    from .sqlite_store import SQLiteStore
-
-    return await SQLiteStore.open(db, lock_timeout_seconds)

@@ -17,10 +17,11 @@ import aiosqlite
 import anyio
 import anyio.to_thread
 
-from .errors import NotFound, StoreUnavailable
-from .events import IncomingEvent
-from .models import AuditEntry, Classification, DeliveryStatus, Notification, Outcome, Priority, Ticket
-from .sql_rows import (
+from ..errors import NotFound, StoreUnavailable
+from ..events import IncomingEvent
+from ..models import AuditEntry, Classification, DeliveryStatus, Notification, Outcome, Priority, Ticket
+from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
+from .rows import (
     AUDIT_SELECT,
     EVENT_COLUMNS,
     INSERTED_COLUMNS,
@@ -38,7 +39,6 @@ from .sql_rows import (
     ticket,
 )
 from .sqlite_schema import migrate
-from .store import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 
 INSERT_EVENTS = f"""
     INSERT INTO events ({INSERTED_COLUMNS})

@@ -11,9 +11,9 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from .errors import DeliveryRejected, StoreUnavailable
-from .inbox import Inbox
-from .metrics import Metrics
+from ..errors import DeliveryRejected, StoreUnavailable
+from ..inbox import Inbox
+from ..metrics import Metrics
 
 MAX_BODY_BYTES = 1024 * 1024
 PATHS = {"/webhooks/stripe": False, "/webhooks/stripe/thin": True}  # path -> thin

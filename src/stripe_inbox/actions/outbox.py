@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import anyio
 
+from ..errors import DeliveryFailed, StoreUnavailable
+from ..models import DeliveryStatus
+from ..settings import Settings
+from ..stores import Delivery, DeliveryKind, Store
 from .channels import Message, send
-from .errors import DeliveryFailed, StoreUnavailable
-from .models import DeliveryStatus
-from .settings import Settings
-from .store import Delivery, DeliveryKind, Store
 from .trackers import TicketRequest, TrackerReceipt, forward
 
 log = logging.getLogger("stripe_inbox.outbox")

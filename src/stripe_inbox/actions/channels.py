@@ -12,8 +12,8 @@ import aiosmtplib
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from .errors import DeliveryFailed, InvalidArgument
-from .signature import sign
+from ..errors import DeliveryFailed, InvalidArgument
+from ..stripe.signature import sign
 
 log = logging.getLogger("stripe_inbox.notify")
 

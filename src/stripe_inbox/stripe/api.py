@@ -8,7 +8,7 @@ from typing import Any
 
 import stripe
 
-from .errors import InboxError
+from ..errors import InboxError
 
 PAGE_SIZE = 100
 

@@ -7,10 +7,10 @@ from urllib.parse import urlencode, urlparse
 
 from pydantic import BaseModel
 
-from .errors import InvalidArgument
-from .events import check_patterns
-from .settings import Settings, store_secret
-from .stripe_api import StripeAPI, StripeAPIError
+from ..errors import InvalidArgument
+from ..events import check_patterns
+from ..settings import Settings, store_secret
+from .api import StripeAPI, StripeAPIError
 
 
 class Registration(BaseModel):

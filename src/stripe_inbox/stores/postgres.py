@@ -13,11 +13,12 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import asyncpg
 
-from .errors import NotFound, StoreUnavailable
-from .events import IncomingEvent
-from .models import AuditEntry, Classification, DeliveryStatus, Notification, Outcome, Priority, Ticket
+from ..errors import NotFound, StoreUnavailable
+from ..events import IncomingEvent
+from ..models import AuditEntry, Classification, DeliveryStatus, Notification, Outcome, Priority, Ticket
+from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 from .postgres_schema import migrate
-from .sql_rows import (
+from .rows import (
     AUDIT_SELECT,
     EVENT_COLUMNS,
     INSERTED_COLUMNS,
@@ -34,7 +35,6 @@ from .sql_rows import (
     take_batch,
     ticket,
 )
-from .store import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 INSERT_EVENTS = f"""

@@ -20,11 +20,10 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.shared.exceptions import MCPError
 from pydantic import Field
 
-from .backfill import BackfillResult, backfill, start_of
-from .errors import InboxError, NotFound
-from .inbox import MAX_LEASE_SECONDS, MAX_PAGE, MIN_LEASE_SECONDS, Inbox
-from .metrics import Metrics
-from .models import (
+from ..errors import InboxError, NotFound
+from ..inbox import MAX_LEASE_SECONDS, MAX_PAGE, MIN_LEASE_SECONDS, Inbox
+from ..metrics import Metrics
+from ..models import (
     AckResult,
     ClaimResult,
     Classification,
@@ -37,8 +36,9 @@ from .models import (
     TicketResult,
     WaitResult,
 )
-from .redact import Redactor
-from .stripe_api import StripeAPI
+from ..redact import Redactor
+from ..stripe.api import StripeAPI
+from ..stripe.backfill import BackfillResult, backfill, start_of
 
 PENDING_URI = "stripe://events/pending"
 TRIAGE_PREVIEW = 20

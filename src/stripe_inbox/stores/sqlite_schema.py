@@ -7,7 +7,7 @@ import sqlite3
 
 import aiosqlite
 
-from .errors import StoreUnavailable
+from ..errors import StoreUnavailable
 
 MIGRATIONS = [
     """

@@ -12,11 +12,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import StoreUnavailable
-from .inbox import Inbox
+from ..errors import StoreUnavailable
+from ..inbox import Inbox
+from ..mcp.server import InboxServer
+from ..metrics import CONTENT_TYPE, Metrics
 from .ingress import PATHS, Ingress
-from .mcp_server import InboxServer
-from .metrics import CONTENT_TYPE, Metrics
 
 LOOPBACK_HOST_HEADERS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]

@@ -9,10 +9,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .errors import StoreUnavailable
-from .events import IncomingEvent
-from .models import AuditEntry, DeliveryState, Notification, Ticket, utc
-from .store import AddOutcome, Audit, Delivery, StoredEvent
+from ..errors import StoreUnavailable
+from ..events import IncomingEvent
+from ..models import AuditEntry, DeliveryState, Notification, Ticket, utc
+from .interface import AddOutcome, Audit, Delivery, StoredEvent
 
 EVENT_COLUMNS = (
     "seq, id, type, created, livemode, customer, account, object_id, amount, currency, payload, status, "

@@ -7,7 +7,7 @@ import time
 
 import stripe
 
-from .errors import DeliveryRejected
+from ..errors import DeliveryRejected
 
 TOLERANCE_SECONDS = 300
 SCHEME = stripe.WebhookSignature.EXPECTED_SCHEME  # "v1"; read once: the stripe module resolves names lazily

@@ -1,0 +1,37 @@
+"""Where the inbox keeps its events: the Store interface, and the SQL store over SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ..errors import ConfigError
+from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, Store, StoredEvent
+
+__all__ = [
+    "AddOutcome",
+    "Audit",
+    "Delivery",
+    "DeliveryKind",
+    "EventQuery",
+    "Store",
+    "StoredEvent",
+    "is_postgres_url",
+    "open_store",
+]
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+async def open_store(db: str, lock_timeout_seconds: float = 5.0) -> Store:
+    """The store for a database location: an SQLite path, or a postgresql:// URL."""
+    if is_postgres_url(db):
+        if importlib.util.find_spec("asyncpg") is None:
+            raise ConfigError("a postgresql:// inbox needs the PostgreSQL extra: pip install 'stripe-inbox[postgres]'")
+        from .postgres import PostgresStore
+
+        return await PostgresStore.open(db, lock_timeout_seconds)
+    from .sqlite import SQLiteStore
+
+    return await SQLiteStore.open(db, lock_timeout_seconds)
