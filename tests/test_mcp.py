@@ -34,7 +34,6 @@ async def server(inbox: Inbox) -> AsyncIterator[InboxServer]:
 async def add(inbox: Inbox, event_type: str = "invoice.payment_failed", **fields: Any) -> dict[str, Any]:
     event = make_event(event_type, **fields)
     await inbox.store.add_events([IncomingEvent.parse(encode(event))], time.time())
-    inbox.signal_change()
     return event
 
 

@@ -12,12 +12,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 
 from stripe_inbox.errors import Claimed, ConfigError, NotFound, StoreUnavailable
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.models import Classification
 from stripe_inbox.stores import Audit, EventQuery, Store, open_store
+from stripe_inbox.stores.changes import GAP_SECONDS, ChangeCursor
+from stripe_inbox.stores.sql import CREATOR_ATTEMPT_SECONDS
 from stripe_inbox.stores.sqlite_schema import MIGRATIONS
 
 from .conftest import encode, make_event
@@ -152,24 +155,65 @@ async def test_counts_oldest_pending_and_prune(store: Store) -> None:
     assert await store.get_event(recent.id) is not None and await store.get_event(pending.id) is not None
 
 
-async def test_a_commit_by_another_process_wakes_the_watcher(store: Store, db: str) -> None:
-    commits = store.watch_commits()
+@asynccontextmanager
+async def watching(store: Store) -> AsyncIterator[anyio.abc.ObjectReceiveStream[set[str]]]:
+    """A change watcher on `store`, running and positioned at the end of the log, whose sets arrive on the
+    stream this yields."""
+    send, receive = anyio.create_memory_object_stream[set[str]](100)
+
+    async def watch() -> None:
+        async for changed in store.watch_changes():
+            await send.send(changed)
+
+    async with anyio.create_task_group() as group, send, receive:
+        group.start_soon(watch)
+        with anyio.fail_after(10):
+            while not store._watchers:  # type: ignore[attr-defined]  # it has read where the log ends
+                await anyio.sleep(0)
+        yield receive
+        group.cancel_scope.cancel()
+
+
+async def next_change(changes: anyio.abc.ObjectReceiveStream[set[str]]) -> set[str]:
+    with anyio.fail_after(10):
+        return await changes.receive()
+
+
+async def test_watchers_hear_which_events_each_commit_changed_in_any_process(store: Store, db: str) -> None:
+    first, second = incoming(), incoming()
+    await store.add_events([first, second], 1.0)
     other = await open_store(db)  # as another replica, or the CLI, would
     try:
-        with anyio.fail_after(10):
-            waiting = anyio.Event()
-
-            async def watch() -> None:
-                waiting.set()
-                await anext(commits)
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(watch)
-                await waiting.wait()
-                await other.add_events([incoming()], time.time())
+        async with watching(store) as changes:
+            await other.ack(first.id, "handled", None, 2.0, AUDIT)
+            assert await next_change(changes) == {first.id}
+            classification = Classification(
+                category="other", priority="low", summary="s", signals=[], suggested_actions=[]
+            )
+            await store.set_classification(second.id, classification, 3.0, AUDIT)
+            assert await next_change(changes) == {second.id}
+            third = incoming()
+            await other.add_events([third, first], 4.0)  # a new event, and a delivery of a known one
+            assert await next_change(changes) == {third.id, first.id}
+            await store.add_notification("log", "hi", None, None, second.id, "k", 5.0, AUDIT)
+            assert await next_change(changes) == {second.id}
+            (delivery,) = await other.claim_deliveries(6.0 + CREATOR_ATTEMPT_SECONDS, 30, 10)
+            await other.finish_delivery(delivery, "sent", None, None, 7.0)
+            assert await next_change(changes) == {second.id}
     finally:
         await other.close()
-        await commits.aclose()
+
+
+def test_a_change_that_commits_after_a_later_one_is_not_missed() -> None:
+    cursor = ChangeCursor(10)
+    assert cursor.take([(11, "evt_a"), (13, "evt_c")], now=100.0) == {"evt_a", "evt_c"}
+    assert cursor.read_after == 11  # 12 is still being committed
+    assert cursor.take([(12, "evt_b"), (13, "evt_c"), (14, "evt_d")], now=101.0) == {"evt_b", "evt_d"}
+    assert cursor.read_after == 14
+    assert cursor.take([(16, "evt_f")], now=102.0) == {"evt_f"}  # 15 rolled back: it never comes
+    assert cursor.read_after == 14
+    assert cursor.take([(16, "evt_f")], now=102.0 + GAP_SECONDS + 1) == set()
+    assert cursor.read_after == 16
 
 
 async def test_schema_version_is_recorded_and_reopen_is_idempotent(tmp_path: Path) -> None:
@@ -212,25 +256,27 @@ async def test_outbox_claims_leases_retries_and_finishes(store: Store) -> None:
     note, _ = await store.add_notification("log", "hi", None, None, event.id, "k", 10.0, AUDIT)
     ticket, _ = await store.add_ticket(event.id, "T", "", "high", "github", 10.0, AUDIT)
     assert ticket.tracker == "github" and ticket.delivery is not None and ticket.delivery.status == "queued"
-    assert await store.next_delivery_at() == 10.0
+    assert await store.next_delivery_at() == 10.0 + CREATOR_ATTEMPT_SECONDS  # the creator attempts first
+    assert await store.claim_deliveries(now=20.0, lease_seconds=30, limit=10) == []
 
-    (mine,) = await store.claim_deliveries(now=20.0, lease_seconds=30, limit=10, of=("notification", note.id))
+    (mine,) = await store.claim_deliveries(now=20.0, lease_seconds=100, limit=10, of=("notification", note.id))
     assert (mine.kind, mine.target, mine.attempts) == ("notification", "log", 1)
     assert mine.notification is not None and mine.notification.message == "hi"
     assert mine.notification.delivery.status == "sending" and mine.event is not None and mine.event.id == event.id
     assert await store.claim_deliveries(now=20.0, lease_seconds=30, limit=10, of=("notification", note.id)) == []
-    (other,) = await store.claim_deliveries(now=20.0, lease_seconds=30, limit=10)  # only the ticket is free
+    later = 10.0 + CREATOR_ATTEMPT_SECONDS  # the ticket's creator never attempted it: it is anyone's now
+    (other,) = await store.claim_deliveries(now=later, lease_seconds=30, limit=10)  # only the ticket is free
     assert other.kind == "ticket" and other.ticket is not None and other.ticket.id == ticket.id
-    assert await store.claim_deliveries(now=40.0, lease_seconds=30, limit=10) == []  # both leased until 50
+    assert await store.claim_deliveries(now=later + 20, lease_seconds=30, limit=10) == []  # leased until +30
 
-    await store.finish_delivery(mine, "queued", "HTTP 503", 100.0, 21.0)
+    await store.finish_delivery(mine, "queued", "HTTP 503", later + 100, 21.0)
     retried = (await store.notifications(event.id))[0].delivery
     assert (retried.status, retried.attempts, retried.reason) == ("queued", 1, "HTTP 503")
-    assert await store.next_delivery_at() == 50.0  # the ticket's lease lapses first
-    (lapsed,) = await store.claim_deliveries(now=60.0, lease_seconds=30, limit=10)  # its sender died
+    assert await store.next_delivery_at() == later + 30  # the ticket's lease lapses first
+    (lapsed,) = await store.claim_deliveries(now=later + 40, lease_seconds=30, limit=10)  # its sender died
     assert (lapsed.kind, lapsed.attempts) == ("ticket", 2)
     await store.finish_delivery(lapsed, "sent", None, None, 61.0, tracker_id="#7", tracker_url="https://t/7")
-    (again,) = await store.claim_deliveries(now=100.0, lease_seconds=30, limit=10)
+    (again,) = await store.claim_deliveries(now=later + 100, lease_seconds=30, limit=10)
     await store.finish_delivery(again, "failed", "HTTP 404", None, 101.0)
 
     assert await store.next_delivery_at() is None
@@ -273,7 +319,13 @@ async def test_upgrading_a_schema_from_before_the_counts_counts_the_events_it_ha
     current = schema.MIGRATIONS
     monkeypatch.setattr(schema, "MIGRATIONS", current[: 1 if postgres else 2])  # as an earlier release left it
     old = await open_store(db)
-    await old.add_events([incoming("invoice.paid"), incoming("invoice.paid"), incoming("charge.refunded")], 1.0)
+    async with old.db.transaction() as tx:  # type: ignore[attr-defined]  # rows as that release wrote them
+        for event in (incoming("invoice.paid"), incoming("invoice.paid"), incoming("charge.refunded")):
+            await tx.execute(
+                "INSERT INTO events (id, type, created, livemode, payload, received_at, last_delivery_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                *(event.id, event.type, event.created, event.livemode, event.payload, 1.0, 1.0),
+            )
     await old.close()
     monkeypatch.setattr(schema, "MIGRATIONS", current)
     upgraded = await open_store(db)
@@ -377,6 +429,6 @@ async def test_postgres_commits_are_synchronous_whatever_the_url_says() -> None:
     async with postgres_schema() as url:
         store = await open_store(url + "&synchronous_commit=off")
         try:
-            assert await store._pool.fetchval("SHOW synchronous_commit") == "on"  # type: ignore[attr-defined]
+            assert await store.db._pool.fetchval("SHOW synchronous_commit") == "on"  # type: ignore[attr-defined]
         finally:
             await store.close()

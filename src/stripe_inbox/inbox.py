@@ -56,10 +56,12 @@ class Inbox:
         self.settings = settings
         self.secrets = settings.webhook_secrets
         self.filter = EventFilter(settings.events)
-        self.outbox = Outbox(store, settings, self.signal_change)
+        self.outbox = Outbox(store, settings)
         # Parsing needs a client but makes no request, so a placeholder key will do.
         self._stripe = stripe.StripeClient(settings.api_key or "sk_unused")
-        self._changed: anyio.Event | None = None
+        self._changed: anyio.Event | None = None  # made only when someone waits
+        self._listeners: list[set[str]] = []  # what each `changes()` consumer has yet to take
+        self._listened = anyio.Event()
 
     # -- ingress ---------------------------------------------------------------------------------
 
@@ -85,8 +87,6 @@ class Inbox:
         accepted = [self.filter.accepts(event.type) for event in events]
         kept = [event for event, keep in zip(events, accepted, strict=True) if keep]
         stored = iter(await self.store.add_events(kept, time.time()) if kept else [])
-        if kept:
-            self.signal_change()
         return [next(stored) if keep else "filtered" for keep in accepted]
 
     # -- reading ---------------------------------------------------------------------------------
@@ -189,7 +189,6 @@ class Inbox:
         await self.store.set_classification(
             event_id, result, time.time(), Audit(actor, "classify", {"event_id": event_id})
         )
-        self.signal_change()
         return result
 
     async def create_ticket(self, event_id: str, title: str, body: str, priority: str, actor: str) -> TicketResult:
@@ -211,7 +210,6 @@ class Inbox:
         if created and tracker:
             await self.outbox.deliver_now("ticket", ticket.id)
             ticket = await self.store.ticket(ticket.id)
-        self.signal_change()
         return TicketResult(ticket=ticket, created=created)
 
     async def notify(
@@ -241,7 +239,6 @@ class Inbox:
         if created:
             await self.outbox.deliver_now("notification", notification.id)
             notification = await self.store.notification(notification.id)
-        self.signal_change()
         return NotifyResult(
             status="queued" if notification.delivery.status == "sending" else notification.delivery.status,
             reason=notification.delivery.reason,
@@ -273,8 +270,6 @@ class Inbox:
         _check_choice("outcome", outcome, OUTCOMES)
         audit = Audit(actor, "ack_event", {"event_id": event_id, "outcome": outcome, "note": note})
         stored, changed = await self.store.ack(event_id, outcome, note, time.time(), audit, holder)  # type: ignore[arg-type]
-        if changed:
-            self.signal_change()
         return AckResult(
             event_id=event_id,
             status=stored.status,
@@ -287,36 +282,40 @@ class Inbox:
     async def prune(self, acked_older_than_days: float) -> int:
         if not acked_older_than_days >= 0:
             raise InvalidArgument("--acked-older-than must be a number of days, 0 or more")
-        deleted = await self.store.prune(time.time() - acked_older_than_days * 86400)
-        if deleted:
-            self.signal_change()
-        return deleted
+        return await self.store.prune(time.time() - acked_older_than_days * 86400)
 
     # -- change notification ---------------------------------------------------------------------
 
-    def signal_change(self) -> None:
-        # An event is made only when someone waits: under load, most deliveries find none to set.
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+    async def follow_changes(self) -> None:
+        """Hand every change to the inbox, made here or by another process (serve replicas, the CLI, other
+        agents), to this process's waiters and `changes()` consumers. One runs per process."""
+        async for changed in self.store.watch_changes():
+            if self._changed is not None:
+                self._changed.set()
+                self._changed = None
+            for pending in self._listeners:
+                pending.update(changed)
+            self._listened.set()
+            self._listened = anyio.Event()
 
     def _next_change(self) -> anyio.Event:
         if self._changed is None:
             self._changed = anyio.Event()
         return self._changed
 
-    async def changes(self) -> AsyncIterator[None]:
-        """Yields after every change to the inbox, made here or by another process; bursts coalesce."""
-        changed = self._next_change()
-        while True:
-            await changed.wait()
-            changed = self._next_change()  # taken before the consumer runs: a change made meanwhile is not missed
-            yield
-
-    async def watch_other_processes(self) -> None:
-        """Turn commits by other processes (serve replicas, the CLI, other agents) into change signals."""
-        async for _ in self.store.watch_commits():
-            self.signal_change()
+    async def changes(self) -> AsyncIterator[set[str]]:
+        """The ids of the events changed since the last set this consumer took; needs follow_changes running."""
+        pending: set[str] = set()
+        self._listeners.append(pending)
+        try:
+            while True:
+                while not pending:
+                    await self._listened.wait()
+                changed = set(pending)
+                pending.clear()
+                yield changed
+        finally:
+            self._listeners.remove(pending)
 
 
 def _stats(

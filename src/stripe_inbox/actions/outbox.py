@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 import anyio
 
@@ -24,10 +23,9 @@ BATCH = 20
 
 
 class Outbox:
-    def __init__(self, store: Store, settings: Settings, on_change: Callable[[], None]) -> None:
+    def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.on_change = on_change
 
     async def deliver_now(self, kind: DeliveryKind, ref_id: int) -> None:
         """The first attempt, made while the tool call waits; later ones belong to `run`."""
@@ -83,7 +81,6 @@ class Outbox:
         await self.store.finish_delivery(
             delivery, status, reason, next_attempt_at, time.time(), receipt.id, receipt.url
         )
-        self.on_change()
 
     async def _send(self, delivery: Delivery) -> TrackerReceipt:
         event = delivery.event

@@ -42,7 +42,6 @@ from ..stripe.backfill import BackfillResult, backfill, start_of
 
 PENDING_URI = "stripe://events/pending"
 TRIAGE_PREVIEW = 20
-NOTIFY_COALESCE_SECONDS = 0.05
 STATS_URI = "stripe://stats"
 ACTOR = "mcp"
 AGENT_HELP = "a name for this agent, different for each agent sharing the inbox, e.g. billing-agent-1"
@@ -76,7 +75,7 @@ class ChangeNotifier:
         for uri in uris:
             await self.bus.publish(ResourceUpdated(uri=uri))
         for session, subscribed in list(self._legacy.items()):
-            for uri in subscribed.intersection(uris):
+            for uri in [uri for uri in uris if uri in subscribed]:  # in the order given: the queue first
                 try:
                     await session.send_resource_updated(uri)
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -115,17 +114,15 @@ class InboxServer(MCPServer):
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Notice changes made by other processes, tell subscribed clients about every change, and
-        deliver the outbox."""
+        """Follow the inbox's changes, made here or by any other process, and tell subscribed clients which
+        resources changed; deliver the outbox."""
 
         async def publish() -> None:
-            async for _ in self.inbox.changes():
-                await self.notifier.updated(PENDING_URI, STATS_URI)
-                # Under load, one notification per burst is what a client wants, not one per event.
-                await anyio.sleep(NOTIFY_COALESCE_SECONDS)
+            async for changed in self.inbox.changes():
+                await self.notifier.updated(PENDING_URI, STATS_URI, *map(event_uri, sorted(changed)))
 
         async with anyio.create_task_group() as group:
-            group.start_soon(self.inbox.watch_other_processes)
+            group.start_soon(self.inbox.follow_changes)
             group.start_soon(publish)
             group.start_soon(self.inbox.outbox.run)
             yield

@@ -6,6 +6,7 @@ import importlib.util
 
 from ..errors import ConfigError
 from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, Store, StoredEvent
+from .sql import SqlStore
 
 __all__ = [
     "AddOutcome",
@@ -13,6 +14,7 @@ __all__ = [
     "Delivery",
     "DeliveryKind",
     "EventQuery",
+    "SqlStore",
     "Store",
     "StoredEvent",
     "is_postgres_url",
@@ -29,9 +31,9 @@ async def open_store(db: str, lock_timeout_seconds: float = 5.0) -> Store:
     if is_postgres_url(db):
         if importlib.util.find_spec("asyncpg") is None:
             raise ConfigError("a postgresql:// inbox needs the PostgreSQL extra: pip install 'stripe-inbox[postgres]'")
-        from .postgres import PostgresStore
+        from .postgres import PostgresConnector
 
-        return await PostgresStore.open(db, lock_timeout_seconds)
-    from .sqlite import SQLiteStore
+        return SqlStore(await PostgresConnector.open(db, lock_timeout_seconds))
+    from .sqlite import SQLiteConnector
 
-    return await SQLiteStore.open(db, lock_timeout_seconds)
+    return SqlStore(await SQLiteConnector.open(db, lock_timeout_seconds))

@@ -236,8 +236,9 @@ class Store(Protocol):
 
     async def set_state(self, key: str, value: str | None) -> None: ...
 
-    def watch_commits(self) -> AsyncIterator[None]:
-        """Yields soon after any process (this one included) commits a change to the inbox."""
+    def watch_changes(self) -> AsyncIterator[set[str]]:
+        """The ids of the events changed by each commit from now on, in any process (this one included);
+        a burst of commits comes as one set."""
         ...
 
     async def ping(self) -> None: ...

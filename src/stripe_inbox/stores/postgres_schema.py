@@ -131,6 +131,10 @@ MIGRATIONS = [
     CREATE TRIGGER events_status AFTER UPDATE OF status ON events
         FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION count_event_status();
     """,
+    # The change log: which event each commit changed, read by every replica's watchers.
+    """
+    CREATE TABLE changes (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id TEXT NOT NULL);
+    """,
 ]
 
 

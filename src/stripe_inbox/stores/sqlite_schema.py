@@ -113,6 +113,10 @@ MIGRATIONS = [
     ALTER TABLE events ADD COLUMN claimed_by TEXT;
     ALTER TABLE events ADD COLUMN claim_expires_at REAL;
     """,
+    # The change log: which event each commit changed, read by every process's watchers.
+    """
+    CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL);
+    """,
 ]
 
 

@@ -1,0 +1,59 @@
+"""What the SQL store needs of a database: statements run in and out of transactions, the group-commit
+ingest path, wake-ups when another process commits, and the few statements whose SQL really differs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..events import IncomingEvent
+from .interface import AddOutcome
+
+Row = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """The clauses that differ between the databases; everything else is written once, with `?` parameters."""
+
+    lock_row: str  # appended to a SELECT of the row a write transaction is about to change
+    skip_locked: str  # appended to a SELECT of rows to claim, so concurrent claimers take different ones
+
+
+class Transaction(Protocol):
+    async def fetch(self, sql: str, *parameters: Any) -> list[Row]: ...
+
+    async def execute(self, sql: str, *parameters: Any) -> None: ...
+
+
+class Connector(Protocol):
+    dialect: Dialect
+
+    async def fetch(self, sql: str, *parameters: Any) -> list[Row]:
+        """A read outside any transaction; StoreUnavailable when the database does not answer."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A write: committed when the block ends, rolled back when it raises; StoreUnavailable when the
+        database cannot be written."""
+        ...
+
+    async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
+        """Group commit: insert each new event or count one more delivery, and record each id in the change
+        log, in one durable transaction shared with whatever else arrives meanwhile."""
+        ...
+
+    poll_seconds: float  # how often watchers ask commit_marker when nothing woke them
+
+    async def commit_marker(self) -> object:
+        """Something that differs after any other connection or process has committed."""
+        ...
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` soon after another process commits, where the database says so (PostgreSQL's
+        NOTIFY); elsewhere watchers poll commit_marker."""
+        ...
+
+    async def close(self) -> None: ...
