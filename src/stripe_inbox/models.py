@@ -172,7 +172,3 @@ class Stats(BaseModel):
     by_type: dict[str, int]
     oldest_pending_age_seconds: float | None
     actions: dict[str, int] = Field(description="notifications and forwarded tickets by delivery state")
-
-
-class PruneResult(BaseModel):
-    deleted: int
