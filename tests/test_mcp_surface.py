@@ -1,0 +1,114 @@
+"""What the MCP server tells a client about itself: tool titles and hints, its icon, its errors, its
+subscriptions, and that reading a prompt changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import warnings
+import xml.etree.ElementTree as ElementTree
+from collections.abc import AsyncIterator
+
+import pytest
+from mcp import Client, MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.types import INVALID_PARAMS, METHOD_NOT_FOUND, EmptyResult, Request
+
+from stripe_inbox import Inbox
+from stripe_inbox.mcp import InboxServer, create_mcp_server
+from stripe_inbox.mcp.server import PENDING_URI
+
+from .test_mcp import MODES, add
+
+pytestmark = pytest.mark.anyio
+# (readOnlyHint, destructiveHint, idempotentHint, openWorldHint), as each tool behaves
+HINTS = {
+    "list_events": (True, False, True, False),
+    "get_event": (True, False, True, True),  # a thin event's full event comes from Stripe's API
+    "get_stats": (True, False, True, False),
+    "wait_for_events": (True, False, True, False),
+    "classify": (False, False, True, False),  # stores the classification; the rules are deterministic
+    "create_ticket": (False, False, True, True),  # one ticket per event and title; a tracker may be outside
+    "notify": (False, False, True, True),  # sends once per call or idempotency_key
+    "claim_events": (False, False, False, False),  # every call leases more events
+    "ack_event": (False, False, True, False),
+    "backfill_events": (False, False, True, True),  # Stripe's Events API; known events are not added again
+}
+
+
+@pytest.fixture
+async def server(inbox: Inbox) -> AsyncIterator[InboxServer]:
+    mcp_server = create_mcp_server(inbox)
+    async with mcp_server.running():
+        yield mcp_server
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_tool_has_a_title_and_hints_that_are_true(server: InboxServer, mode: str) -> None:
+    async with Client(server, mode=mode) as client:
+        tools = (await client.list_tools()).tools
+    assert {tool.name for tool in tools} == set(HINTS)
+    for tool in tools:
+        assert tool.title and tool.title != tool.name, tool.name
+        assert tool.annotations is not None, tool.name
+        hints = tool.annotations
+        assert (hints.read_only_hint, hints.destructive_hint, hints.idempotent_hint, hints.open_world_hint) == HINTS[
+            tool.name
+        ], tool.name
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_server_has_an_icon_of_its_own(server: InboxServer, mode: str) -> None:
+    async with Client(server, mode=mode) as client:
+        assert client.server_info is not None and client.server_info.icons
+        (icon,) = client.server_info.icons
+    assert icon.mime_type == "image/svg+xml"
+    prefix = "data:image/svg+xml;base64,"
+    assert icon.src.startswith(prefix)  # shipped in the package: no request leaves the machine
+    svg = ElementTree.fromstring(base64.b64decode(icon.src.removeprefix(prefix)))
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_prompt_changes_nothing(server: InboxServer, inbox: Inbox, mode: str) -> None:
+    event = await add(inbox)
+    async with Client(server, mode=mode) as client:
+        email = (await client.get_prompt("draft_customer_email", {"event_id": event["id"]})).messages[0]
+        await client.get_prompt("triage_inbox")
+    assert "USD 49.00" in email.content.text  # the triage, computed on the spot
+    assert await inbox.store.audit_trail(event["id"]) == []
+    assert (await inbox.event(event["id"])).stored_classification() is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_surface_reports_an_unknown_event_in_its_own_kind(server: InboxServer, mode: str) -> None:
+    async with Client(server, mode=mode) as client:
+        failed = await client.call_tool("get_event", {"event_id": "evt_nope"})
+        assert failed.is_error and "no event 'evt_nope'" in failed.content[0].text  # for the model to read
+        for read in (
+            client.read_resource("stripe://events/evt_nope"),
+            client.get_prompt("draft_customer_email", {"event_id": "evt_nope"}),
+        ):
+            with pytest.raises(MCPError) as caught:
+                await read
+            assert caught.value.error.code == INVALID_PARAMS
+
+
+async def test_subscriptions_are_offered_in_both_eras_and_the_legacy_verbs_only_in_theirs(server: InboxServer) -> None:
+    async with Client(server, mode="legacy") as client:
+        assert client.server_capabilities.resources is not None
+        assert client.server_capabilities.resources.subscribe
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)  # the legacy era is what we test
+            await client.subscribe_resource(PENDING_URI)
+            await client.unsubscribe_resource(PENDING_URI)
+            with pytest.raises(MCPError) as caught:
+                await client.session.send_request(Request(method="resources/subscribe", params=None), EmptyResult)
+    assert caught.value.error.code == INVALID_PARAMS
+    async with Client(server, mode="auto") as client:
+        assert client.protocol_version == "2026-07-28"
+        assert client.server_capabilities.resources is not None
+        assert client.server_capabilities.resources.subscribe  # through subscriptions/listen
+        with warnings.catch_warnings(), pytest.raises(MCPError) as caught:
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.subscribe_resource(PENDING_URI)
+    assert caught.value.error.code == METHOD_NOT_FOUND
