@@ -16,8 +16,9 @@ from mcp.types import INVALID_PARAMS, METHOD_NOT_FOUND, EmptyResult, Request
 from stripe_inbox import Inbox
 from stripe_inbox.mcp import InboxServer, create_mcp_server
 from stripe_inbox.mcp.server import PENDING_URI
+from stripe_inbox.metrics import Metrics
 
-from .test_mcp import MODES, add
+from .test_mcp import MODES, add, ok
 
 pytestmark = pytest.mark.anyio
 # (readOnlyHint, destructiveHint, idempotentHint, openWorldHint), as each tool behaves
@@ -112,3 +113,15 @@ async def test_subscriptions_are_offered_in_both_eras_and_the_legacy_verbs_only_
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             await client.subscribe_resource(PENDING_URI)
     assert caught.value.error.code == METHOD_NOT_FOUND
+
+
+async def test_failed_tool_calls_are_counted_as_failed(inbox: Inbox) -> None:
+    metrics = Metrics()
+    server = create_mcp_server(inbox, metrics)
+    event = await add(inbox)
+    async with server.running(), Client(server) as client:
+        ok(await client.call_tool("get_event", {"event_id": event["id"]}))
+        assert (await client.call_tool("get_event", {"event_id": "evt_nope"})).is_error
+    text = metrics.render(await inbox.store.counts(), await inbox.stats()).decode()
+    assert 'stripe_inbox_tool_calls_total{outcome="ok",tool="get_event"} 1.0' in text
+    assert 'stripe_inbox_tool_calls_total{outcome="error",tool="get_event"} 1.0' in text

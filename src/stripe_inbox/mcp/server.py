@@ -106,8 +106,9 @@ def _count_tool_calls(metrics: Metrics) -> ServerMiddleware[Any]:
     async def middleware(ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
         if ctx.method == "tools/call" and ctx.params:
-            failed = isinstance(result, types.CallToolResult) and bool(result.is_error)
-            metrics.record_tool_call(str(ctx.params.get("name")), failed)
+            # What call_next returns is the wire form, a dict; a middleware further in may return a model.
+            failed = result.get("isError") if isinstance(result, dict) else getattr(result, "is_error", False)
+            metrics.record_tool_call(str(ctx.params.get("name")), bool(failed))
         return result
 
     return middleware
