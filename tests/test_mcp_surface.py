@@ -1,26 +1,33 @@
-"""What the MCP server tells a client about itself: tool titles and hints, its icon, its errors, its
-subscriptions, and that reading a prompt changes nothing."""
+"""What the MCP server tells a client about itself: tool titles and hints, its icon, the size of its tool list,
+the schemas it publishes, and that reading a prompt changes nothing."""
 
 from __future__ import annotations
 
 import base64
+import json
 import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import AsyncIterator
+from typing import Any
 
+import jsonschema
 import pytest
 from mcp import Client, MCPError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.types import INVALID_PARAMS, METHOD_NOT_FOUND, EmptyResult, Request
+from pydantic import TypeAdapter
 
 from stripe_inbox import Inbox
 from stripe_inbox.mcp import InboxServer, create_mcp_server
+from stripe_inbox.mcp.schemas import lean, outline
 from stripe_inbox.mcp.server import PENDING_URI
 from stripe_inbox.metrics import Metrics
+from stripe_inbox.models import EventDetail, NotifyResult
 
 from .test_mcp import MODES, add, ok
 
 pytestmark = pytest.mark.anyio
+TOOLS_LIST_BUDGET = 20_000  # bytes of compact JSON; every client puts the list in the model's context
 # (readOnlyHint, destructiveHint, idempotentHint, openWorldHint), as each tool behaves
 HINTS = {
     "list_events": (True, False, True, False),
@@ -67,6 +74,18 @@ async def test_the_server_has_an_icon_of_its_own(server: InboxServer, mode: str)
     assert icon.src.startswith(prefix)  # shipped in the package: no request leaves the machine
     svg = ElementTree.fromstring(base64.b64decode(icon.src.removeprefix(prefix)))
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+
+
+async def test_the_tool_list_stays_small(server: InboxServer) -> None:
+    async with Client(server) as client:
+        tools = (await client.list_tools()).tools
+    listed = json.dumps(
+        [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools], separators=(",", ":")
+    )
+    assert len(listed.encode()) < TOOLS_LIST_BUDGET
+    schemas = json.dumps([(tool.input_schema, tool.output_schema) for tool in tools], separators=(",", ":"))
+    assert '"title":"' not in schemas  # titles made from field names tell a model nothing; a `title` field stays
+    assert all(tool.output_schema for tool in tools)  # structured output everywhere
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -125,3 +144,63 @@ async def test_failed_tool_calls_are_counted_as_failed(inbox: Inbox) -> None:
     text = metrics.render(await inbox.store.counts(), await inbox.stats()).decode()
     assert 'stripe_inbox_tool_calls_total{outcome="ok",tool="get_event"} 1.0' in text
     assert 'stripe_inbox_tool_calls_total{outcome="error",tool="get_event"} 1.0' in text
+
+
+def test_a_lean_schema_accepts_what_the_full_one_does() -> None:
+    detail: dict[str, Any] = {
+        "id": "evt_1",
+        "type": "invoice.paid",
+        "kind": "snapshot",
+        "state": {"status": "acked", "received_at": "2026-01-01T00:00:00Z", "last_delivery_at": "2026-01-01T00:00:00Z"},
+        "event": {"id": "evt_1", "title": "any"},
+        "classification": None,
+    }
+    detail["state"] |= {"deliveries": 1, "outcome": None, "claimed_by": None}
+    notified = {
+        "status": "sent",
+        "reason": None,
+        "duplicate": False,
+        "notification": {
+            "id": 1,
+            "channel": "log",
+            "message": "hi",
+            "created_at": "2026-01-01T00:00:00Z",
+            "delivery": {"status": "sent", "attempts": 1, "reason": None},
+        },
+    }
+    samples = {
+        EventDetail: [
+            detail,
+            {**detail, "kind": "fat"},
+            {**detail, "state": {**detail["state"], "outcome": "done"}},
+            {**detail, "state": {**detail["state"], "deliveries": None}},
+            {**detail, "account": None, "full_event": {"id": "evt_1"}},
+            {**detail, "account": 3},
+        ],
+        NotifyResult: [
+            notified,
+            {**notified, "reason": 7},
+            {**notified, "notification": {**notified["notification"], "subject": None}},
+            {**notified, "notification": {**notified["notification"], "delivery": None}},
+        ],
+    }
+    for model, documents in samples.items():
+        full = TypeAdapter(model).json_schema()
+        for document in documents:
+            assert _valid(lean(full), document) == _valid(full, document), (model.__name__, document)
+
+
+def test_an_outline_keeps_what_the_rest_of_the_schema_uses() -> None:
+    full = lean(TypeAdapter(EventDetail).json_schema())
+    outlined = outline(full, {"classification": "as classify returns it", "tickets": "as create_ticket returns"})
+    assert outlined["properties"]["classification"] == {
+        "type": ["object", "null"],
+        "description": "as classify returns it",
+    }
+    assert outlined["properties"]["tickets"] == {"type": "array", "description": "as create_ticket returns"}
+    assert set(outlined["$defs"]) == {"AuditEntry", "EventState", "Notification", "DeliveryState"}
+    jsonschema.Draft202012Validator.check_schema(outlined)
+
+
+def _valid(schema: dict[str, Any], document: dict[str, Any]) -> bool:
+    return jsonschema.Draft202012Validator(schema).is_valid(document)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver.tools import Tool
@@ -29,6 +29,7 @@ from ..stripe.api import StripeAPI
 from ..stripe.backfill import RETENTION_DAYS, BackfillResult, backfill, start_of
 from .boundary import Boundary
 from .resources import event_uri
+from .schemas import lean, outline
 from .subscriptions import ChangeNotifier
 
 ACTOR = "mcp"
@@ -39,6 +40,8 @@ Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 class ToolInfo:
     title: str
     annotations: ToolAnnotations
+    # Output fields described in words rather than in full: another tool's output schema spells them out.
+    outlined: Mapping[str, str] = field(default_factory=dict)
 
 
 def hints(*, read_only: bool, open_world: bool, idempotent: bool = True, destructive: bool = False) -> ToolAnnotations:
@@ -54,9 +57,11 @@ READS_THE_INBOX = hints(read_only=True, open_world=False)
 TOOL_INFO: dict[str, ToolInfo] = {}
 
 
-def tool(title: str, annotations: ToolAnnotations) -> Callable[[Method], Method]:
+def tool(
+    title: str, annotations: ToolAnnotations, outlined: Mapping[str, str] | None = None
+) -> Callable[[Method], Method]:
     def register(method: Method) -> Method:
-        TOOL_INFO[method.__name__] = ToolInfo(title, annotations)
+        TOOL_INFO[method.__name__] = ToolInfo(title, annotations, outlined or {})
         return method
 
     return register
@@ -83,7 +88,15 @@ class InboxTools:
         return await self.inbox.list_events(status, type, customer, account, limit, cursor)
 
     # A thin event's full event is fetched from Stripe's API.
-    @tool("Get event", hints(read_only=True, open_world=True))
+    @tool(
+        "Get event",
+        hints(read_only=True, open_world=True),
+        outlined={
+            "classification": "as classify returns it, once classified",
+            "tickets": "each as create_ticket returns it under ticket",
+            "notifications": "each as notify returns it under notification",
+        },
+    )
     async def get_event(self, event_id: str) -> EventDetail:
         """The Stripe event as delivered, with its inbox state, classification, tickets, notifications and audit
         trail."""
@@ -94,7 +107,7 @@ class InboxTools:
         """Counts by status and type, and the age of the oldest pending event (as stripe://stats)."""
         return await self.inbox.stats()
 
-    @tool("Wait for events", READS_THE_INBOX)
+    @tool("Wait for events", READS_THE_INBOX, outlined={"events": "as list_events returns them"})
     async def wait_for_events(
         self,
         timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS)] = 30,
@@ -140,7 +153,11 @@ class InboxTools:
         return result
 
     # Each call leases more events.
-    @tool("Claim events", hints(read_only=False, open_world=False, idempotent=False))
+    @tool(
+        "Claim events",
+        hints(read_only=False, open_world=False, idempotent=False),
+        outlined={"events": "as list_events returns them; yours until lease_expires_at, ack_event each when done"},
+    )
     async def claim_events(
         self,
         agent: Annotated[
@@ -189,4 +206,9 @@ def inbox_tools(inbox: Inbox, notifier: ChangeNotifier, boundary: Boundary) -> l
 
 def _as_tool(handler: Callable[..., Awaitable[Any]], info: ToolInfo, channels: str) -> Tool:
     description = " ".join((inspect.getdoc(handler) or "").split()).format(channels=channels)
-    return Tool.from_function(handler, title=info.title, description=description, annotations=info.annotations)
+    defined = Tool.from_function(handler, title=info.title, description=description, annotations=info.annotations)
+    output_schema = defined.fn_metadata.output_schema
+    if output_schema is not None:
+        output_schema = outline(lean(output_schema), info.outlined)
+    metadata = defined.fn_metadata.model_copy(update={"output_schema": output_schema})
+    return defined.model_copy(update={"parameters": lean(defined.parameters), "fn_metadata": metadata})
