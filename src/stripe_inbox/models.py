@@ -24,14 +24,14 @@ class EventSummary(BaseModel):
     id: str
     type: str
     status: Status
-    created: datetime = Field(description="when Stripe created the event")
-    received_at: datetime = Field(description="first delivery stored by this inbox")
+    created: datetime
+    received_at: datetime = Field(description="first delivery to this inbox")
     deliveries: int
     livemode: bool
     customer: str | None = None
-    account: str | None = Field(default=None, description="Connect account the event came from")
-    object_id: str | None = Field(default=None, description="id of the event's data.object")
-    amount: str | None = Field(default=None, description="amount the event is about, e.g. 'USD 49.00'")
+    account: str | None = Field(default=None, description="Connect account")
+    object_id: str | None = Field(default=None, description="id of data.object")
+    amount: str | None = Field(default=None, description="e.g. 'USD 49.00'")
 
 
 class EventState(BaseModel):
@@ -108,9 +108,9 @@ class Notification(BaseModel):
 
 
 class NotifyResult(BaseModel):
-    status: DeliveryStatus = Field(description="sent, queued (retried in the background) or failed")
+    status: DeliveryStatus
     reason: str | None = Field(default=None, description="why it is queued or failed")
-    duplicate: bool = Field(description="true when this exact notification was already made; it is not sent again")
+    duplicate: bool = Field(description="made before, so not sent again")
     notification: Notification
 
 
@@ -128,7 +128,7 @@ class EventDetail(BaseModel):
     id: str
     type: str
     kind: Literal["snapshot", "thin"] = Field(description="thin: Stripe's v2 notification, a reference only")
-    account: str | None = Field(default=None, description="Connect account the event came from")
+    account: str | None = Field(default=None, description="Connect account")
     related_object: dict[str, Any] | None = Field(default=None, description="what a thin event is about")
     full_event: dict[str, Any] | None = Field(default=None, description="a thin event, fetched from Stripe")
     full_event_note: str | None = Field(default=None, description="why a thin event's full event is missing")
@@ -156,7 +156,7 @@ class AckResult(BaseModel):
 
 
 class ClaimResult(BaseModel):
-    events: list[EventSummary] = Field(description="yours until lease_expires_at; ack_event each when done")
+    events: list[EventSummary]
     lease_expires_at: datetime
     pending: int = Field(description="pending events in all, claimed or not")
 
@@ -172,7 +172,3 @@ class Stats(BaseModel):
     by_type: dict[str, int]
     oldest_pending_age_seconds: float | None
     actions: dict[str, int] = Field(description="notifications and forwarded tickets by delivery state")
-
-
-class PruneResult(BaseModel):
-    deleted: int

@@ -22,9 +22,6 @@ class Redactor:
     def __init__(self, kinds: list[Kind]) -> None:
         self.kinds = frozenset(kinds)
 
-    def __bool__(self) -> bool:
-        return bool(self.kinds)
-
     def model(self, model: ModelT) -> ModelT:
         if not self.kinds:
             return model

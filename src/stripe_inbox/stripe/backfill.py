@@ -39,7 +39,9 @@ def start_of(since: str | None, days: float | None, now: float | None = None) ->
     now = time.time() if now is None else now
     if days is not None:
         if not 0 < days <= RETENTION_DAYS:
-            raise InvalidArgument(f"days must be more than 0 and at most {RETENTION_DAYS}: Stripe keeps events 30 days")
+            raise InvalidArgument(
+                f"days must be more than 0 and at most {RETENTION_DAYS}: Stripe keeps events {RETENTION_DAYS} days"
+            )
         return now - days * 86400
     if since is None:
         return None

@@ -56,7 +56,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             streamable_http_path="/mcp",
             transport_security=_transport_security(inbox.settings.mcp_token is not None),
         )
-        routes.append(Mount("/", app=mcp_app))
+        routes.append(Mount("/", app=_without_header_whitespace(mcp_app)))
     rest = Starlette(routes=routes, lifespan=lifespan)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,6 +66,20 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             await rest(scope, receive, send)
 
     return app
+
+
+def _without_header_whitespace(app: ASGIApp) -> ASGIApp:
+    """`app` seeing each header value without leading or trailing spaces and tabs, as RFC 9110 §5.5 has a field
+    value parsed. uvicorn's httptools parser keeps trailing ones, and the SDK compares Mcp-Name and Mcp-Method
+    with the request body as they come, so `Mcp-Name: ' get_stats '` was refused."""
+
+    async def stripped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [(name, value.strip(b" \t")) for name, value in scope["headers"]]
+            scope = {**scope, "headers": headers}
+        await app(scope, receive, send)
+
+    return stripped
 
 
 def _transport_security(token_required: bool) -> TransportSecuritySettings:

@@ -1,0 +1,56 @@
+"""Prompts that start an agent on the inbox. A prompt only reads: getting one changes nothing and audits nothing."""
+
+from __future__ import annotations
+
+import json
+
+from mcp.server.mcpserver import MCPServer
+
+from ..inbox import Inbox
+from .boundary import Boundary
+
+TRIAGE_PREVIEW = 20
+
+
+def register_prompts(server: MCPServer, inbox: Inbox, boundary: Boundary) -> None:
+    @server.prompt(title="Triage the inbox")
+    @boundary.prompt
+    async def triage_inbox() -> str:
+        """Work through the pending events under the configured policy."""
+        page = await inbox.list_events(status="pending", limit=TRIAGE_PREVIEW)
+        lines = []
+        for summary in page.events:
+            stored = await inbox.event(summary.id)
+            triage = stored.stored_classification() or inbox.triage(stored)
+            suggested = ", ".join(action.tool for action in triage.suggested_actions)
+            lines.append(f"- {summary.id} {summary.type}: [{triage.priority}] {triage.summary} -> {suggested}")
+        more = f"\n(and {page.total - len(lines)} more)" if page.total > len(lines) else ""
+        queue = "\n".join(lines) + more if lines else "(none: call wait_for_events to wait for new ones)"
+        return (
+            f"{inbox.settings.policy.instructions}\n\n"
+            f"There are {page.total} pending events, oldest first, with their triage:\n{queue}\n\n"
+            "For each one: get_event for the details if you need them; classify it (this stores the "
+            "classification and its suggested_actions, with ready arguments); follow the suggested actions "
+            "where they fit the policy: create_ticket for anything a person must follow up, notify where a "
+            "team should know; then ack_event with the outcome (handled, ignored or escalated) and a short "
+            "note. When none are left, call wait_for_events to wait for new ones, or stop and report what you did. "
+            "If other agents work this inbox too, take events with claim_events (under a name of your own) "
+            "instead, and pass that name as agent to ack_event."
+        )
+
+    @server.prompt(title="Draft a customer email")
+    @boundary.prompt
+    async def draft_customer_email(event_id: str) -> str:
+        """Draft an email to the customer an event concerns."""
+        stored = await inbox.event(event_id)
+        classification = stored.stored_classification() or inbox.triage(stored)
+        signals = boundary.present({signal.name: signal.value for signal in classification.signals})
+        return (
+            "Draft a short, friendly email to the customer about this Stripe event. Say what happened, what "
+            "it means for them and what (if anything) they should do. Do not invent amounts, dates or "
+            "links that are not in the event.\n\n"
+            f"Summary: {boundary.present(classification.summary)}\n"
+            f"Category: {classification.category} (priority {classification.priority})\n"
+            f"Signals: {json.dumps(signals)}\n\n"
+            f"The event:\n{json.dumps(boundary.present(stored.body()), indent=2)}"
+        )
