@@ -1,8 +1,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LINTED := src tests examples bench mcpb
+# The bundle tests need the MCPB CLI from npm; where npm is missing they skip (in CI they must run, and fail).
+NODE_TOOLS := $(if $(shell command -v npm),node_modules/.installed)
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench dist mcpb clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("stripe-inbox needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -11,16 +14,30 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
 serve: $(VENV)/.installed
 	$(BIN)/stripe-inbox serve
 
-test: $(VENV)/.installed
-	$(BIN)/ruff check src tests examples bench
+test: $(VENV)/.installed $(NODE_TOOLS)
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+# The wheel and sdist in dist/, checked as PyPI will check them.
+dist: $(VENV)/.installed
+	rm -f dist/stripe_inbox-*
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/stripe_inbox-*
+
+# dist/stripe-inbox.mcpb, the Claude Desktop bundle, validated and packed by the official MCPB CLI.
+mcpb: $(VENV)/.installed node_modules/.installed
+	$(BIN)/python mcpb/build.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
@@ -31,4 +48,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/mcp_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache node_modules build dist
