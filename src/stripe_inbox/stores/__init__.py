@@ -1,12 +1,15 @@
-"""Where the inbox keeps its events: the Store interface, and the SQL store over SQLite or PostgreSQL."""
+"""Where the inbox keeps its events: one SQL store, over a connector for SQLite or for PostgreSQL (another
+database is another connector)."""
 
 from __future__ import annotations
 
 import importlib.util
 
 from ..errors import ConfigError
-from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, Store, StoredEvent
+from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 from .sql import SqlStore
+
+Store = SqlStore  # what the inbox talks to, whichever database is under it
 
 __all__ = [
     "AddOutcome",

@@ -46,6 +46,7 @@ class SqlStore:
     # -- ingest ----------------------------------------------------------------------------------
 
     async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
+        """Insert each new event, or count one more delivery of a known one, in one durable transaction."""
         if not events:
             return []
         outcomes = await self.db.add_events(events, received_at)
@@ -100,6 +101,7 @@ class SqlStore:
         return [audit_entry(row) for row in rows]
 
     async def counts(self) -> list[tuple[str, str, int]]:
+        """(status, type, number of events) for every status and type present."""
         rows = await self.db.fetch(
             "SELECT status, type, CAST(sum(n) AS BIGINT) FROM event_counts "
             "GROUP BY status, type HAVING sum(n) > 0 ORDER BY type"
@@ -107,16 +109,19 @@ class SqlStore:
         return [(row[0], row[1], row[2]) for row in rows]
 
     async def oldest_pending(self) -> float | None:
+        """When the oldest pending event was received."""
         rows = await self.db.fetch("SELECT received_at FROM events WHERE status = 'pending' ORDER BY seq LIMIT 1")
         return rows[0][0] if rows else None
 
     async def delivery_counts(self) -> dict[str, int]:
+        """Outgoing actions by delivery status."""
         counts = dict.fromkeys(("queued", "sending", "sent", "failed"), 0)
         rows = await self.db.fetch("SELECT status, count(*) FROM deliveries GROUP BY status")
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
     async def get_state(self, key: str) -> str | None:
+        """A small named value the inbox keeps for itself (e.g. where a backfill got to)."""
         rows = await self.db.fetch("SELECT value FROM state WHERE key = ?", key)
         return rows[0][0] if rows else None
 
@@ -128,6 +133,9 @@ class SqlStore:
     async def ack(
         self, event_id: str, outcome: Outcome, note: str | None, at: float, audit: Audit, holder: str | None = None
     ) -> tuple[StoredEvent, bool]:
+        """Ack a pending event; an acked event is returned unchanged. True when this call acked it.
+        With a `holder` (an agent), an event another agent holds a live claim on is refused (Claimed);
+        without one (an operator) the ack goes through."""
         async with self._write() as tx:
             event = await _event(tx, event_id, lock=self.db.dialect.lock_row)
             if event.status == "acked":
@@ -145,6 +153,8 @@ class SqlStore:
             return stored_event(row), True
 
     async def claim_events(self, holder: str, limit: int, lease_seconds: float, now: float) -> list[StoredEvent]:
+        """Lease up to `limit` pending events, oldest first, that no agent holds a live claim on, to
+        `holder` until now + lease_seconds. Two callers never get the same event; a lapsed lease frees it."""
         claimable = (
             "SELECT seq FROM events WHERE status = 'pending' AND (claim_expires_at IS NULL OR claim_expires_at < ?) "
             f"ORDER BY seq LIMIT ?{self.db.dialect.skip_locked}"
@@ -178,6 +188,8 @@ class SqlStore:
     async def add_ticket(
         self, event_id: str, title: str, body: str, priority: Priority, tracker: str | None, at: float, audit: Audit
     ) -> tuple[Ticket, bool]:
+        """Create the ticket (queued for `tracker` if given), or return the one this event already has with
+        this title (False)."""
         async with self._write() as tx:
             await _event(tx, event_id)
             created = await tx.fetch(
@@ -208,6 +220,7 @@ class SqlStore:
         at: float,
         audit: Audit,
     ) -> tuple[Notification, bool]:
+        """Queue a notification, or return the one already made with this idempotency key (False)."""
         async with self._write() as tx:
             if event_id is not None:
                 await _event(tx, event_id)
@@ -256,6 +269,8 @@ class SqlStore:
     async def claim_deliveries(
         self, now: float, lease_seconds: float, limit: int, of: tuple[DeliveryKind, int] | None = None
     ) -> list[Delivery]:
+        """Take due deliveries (or the queued one `of` a notification or ticket) for `lease_seconds`;
+        a lease that lapses frees them again."""
         if of is None:
             chosen = (
                 "SELECT id FROM deliveries WHERE (status = 'queued' AND next_attempt_at <= ?) "
@@ -291,6 +306,7 @@ class SqlStore:
         tracker_id: str | None = None,
         tracker_url: str | None = None,
     ) -> None:
+        """Record an attempt's outcome; a final one (sent, failed) also goes into the audit trail."""
         final = status in ("sent", "failed")
         event_id = delivery.event.id if delivery.event else None
         async with self._write() as tx:
