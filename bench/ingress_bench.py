@@ -67,9 +67,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(kind: str, port: int, workdir: Path, db: str | None = None) -> subprocess.Popen[bytes]:
+def start(
+    kind: str, port: int, workdir: Path, db: str | None = None, src: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`src`: run stripe-inbox from that source tree (a worktree of another commit) instead of this one."""
     db = db or str(workdir / "bench.db")
     env = {**os.environ, "STRIPE_WEBHOOK_SECRET": SECRET, "STRIPE_INBOX_DB": db}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     if kind == "stripe-inbox":
         command = [sys.executable, "-m", "stripe_inbox", "serve", "--port", str(port)]
     else:
@@ -118,14 +123,14 @@ def stored_rows(workdir: Path, kind: str) -> int | None:
         return db.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
-def run(kind: str, connections: int, duration: float, events: int) -> dict:
+def run(kind: str, connections: int, duration: float, events: int, src: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         requests, warmup = workdir / "requests.tsv", workdir / "warmup.tsv"
         size = write_requests(requests, events)  # fresh timestamps: signatures hold for 300 s
         write_requests(warmup, 3000)
         port = free_port()
-        process = start(kind, port, workdir)
+        process = start(kind, port, workdir, src=src)
         try:
             wrk(port, connections, 2, warmup)  # start-up and first-call costs stay out of the figures
             result = wrk(port, connections, duration, requests)
