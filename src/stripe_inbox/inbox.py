@@ -59,9 +59,8 @@ class Inbox:
         self.outbox = Outbox(store, settings)
         # Parsing needs a client but makes no request, so a placeholder key will do.
         self._stripe = stripe.StripeClient(settings.api_key or "sk_unused")
-        self._changed: anyio.Event | None = None  # made only when someone waits
         self._listeners: list[set[str]] = []  # what each `changes()` consumer has yet to take
-        self._listened = anyio.Event()
+        self._changed = anyio.Event()  # set, and replaced, at every change
 
     # -- ingress ---------------------------------------------------------------------------------
 
@@ -171,7 +170,7 @@ class Inbox:
             raise InvalidArgument(f"timeout_seconds must be between 0 and {MAX_WAIT_SECONDS}")
         with anyio.move_on_after(timeout_seconds):
             while True:
-                changed = self._next_change()  # taken before the read, so no change slips between the two
+                changed = self._changed  # taken before the read, so no change slips between the two
                 page = await self.list_events(type=type, limit=MAX_PAGE)
                 if page.events:
                     return WaitResult(events=page.events, timed_out=False)
@@ -290,18 +289,10 @@ class Inbox:
         """Hand every change to the inbox, made here or by another process (serve replicas, the CLI, other
         agents), to this process's waiters and `changes()` consumers. One runs per process."""
         async for changed in self.store.watch_changes():
-            if self._changed is not None:
-                self._changed.set()
-                self._changed = None
             for pending in self._listeners:
                 pending.update(changed)
-            self._listened.set()
-            self._listened = anyio.Event()
-
-    def _next_change(self) -> anyio.Event:
-        if self._changed is None:
+            self._changed.set()
             self._changed = anyio.Event()
-        return self._changed
 
     async def changes(self) -> AsyncIterator[set[str]]:
         """The ids of the events changed since the last set this consumer took; needs follow_changes running."""
@@ -310,7 +301,7 @@ class Inbox:
         try:
             while True:
                 while not pending:
-                    await self._listened.wait()
+                    await self._changed.wait()
                 changed = set(pending)
                 pending.clear()
                 yield changed

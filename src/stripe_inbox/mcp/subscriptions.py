@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import mcp.types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.session import ServerSession
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import ValidationError
+
+
+class ListenedBus(InMemorySubscriptionBus):
+    """The SDK's in-process bus, knowing whether anyone listens: under load with no `subscriptions/listen`
+    stream open, a burst of changed events costs nothing to announce."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: set[object] = set()
+
+    @property
+    def listened(self) -> bool:
+        return bool(self._live)
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        token = object()
+        self._live.add(token)
+        unsubscribe = super().subscribe(listener)
+
+        def done() -> None:
+            self._live.discard(token)
+            unsubscribe()
+
+        return done
 
 
 class ChangeNotifier:
@@ -19,7 +44,7 @@ class ChangeNotifier:
     the SDK's bus, and `resources/subscribe` sessions (the 2025 handshake era) directly."""
 
     def __init__(self) -> None:
-        self.bus = InMemorySubscriptionBus()
+        self.bus = ListenedBus()
         self._legacy: dict[ServerSession, set[str]] = {}
 
     async def subscribe(
@@ -35,8 +60,9 @@ class ChangeNotifier:
         return types.EmptyResult()
 
     async def updated(self, *uris: str) -> None:
-        for uri in uris:
-            await self.bus.publish(ResourceUpdated(uri=uri))
+        if self.bus.listened:
+            for uri in uris:
+                await self.bus.publish(ResourceUpdated(uri=uri))
         for session, subscribed in list(self._legacy.items()):
             for uri in [uri for uri in uris if uri in subscribed]:  # in the order given: the queue first
                 try:

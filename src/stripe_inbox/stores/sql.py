@@ -373,7 +373,10 @@ class SqlStore:
                 self._watchers.discard(wake)
             if time.monotonic() - pruned_at >= CHANGE_LOG_PRUNE_SECONDS:
                 async with self.db.transaction() as tx:
-                    await tx.execute("DELETE FROM changes WHERE seq <= ?", prune_upto)
+                    # The newest line stays: on SQLite, numbers continue from the highest one left.
+                    await tx.execute(
+                        "DELETE FROM changes WHERE seq <= ? AND seq < (SELECT max(seq) FROM changes)", prune_upto
+                    )
                 prune_upto, pruned_at = cursor.position, time.monotonic()
 
     def _committed(self) -> None:

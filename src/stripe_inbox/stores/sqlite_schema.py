@@ -115,7 +115,7 @@ MIGRATIONS = [
     """,
     # The change log: which event each commit changed, read by every process's watchers.
     """
-    CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL);
+    CREATE TABLE changes (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL);
     """,
 ]
 
