@@ -148,10 +148,13 @@ class Server:
         return f"{self.url}/mcp"
 
 
-def start_server(db: Path, cwd: Path, env: dict[str, str] | None = None, *args: str) -> Server:
-    """`stripe-inbox serve` on a free port; returns once it prints the address it listens on."""
+def start_server(
+    db: Path, cwd: Path, env: dict[str, str] | None = None, *args: str, command: list[str] | None = None
+) -> Server:
+    """`stripe-inbox serve` on a free port (or `command`, another way to start it); returns once it prints the
+    address it listens on."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "stripe_inbox", "serve", "--port", "0", *args],
+        command or [sys.executable, "-m", "stripe_inbox", "serve", "--port", "0", *args],
         env=env or cli_env(db),
         cwd=cwd,
         stderr=subprocess.PIPE,
@@ -169,22 +172,18 @@ def start_server(db: Path, cwd: Path, env: dict[str, str] | None = None, *args: 
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    server = Server(process, "", lines, output, reader)
     deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or process.poll() is not None:
-            process.kill()
-            process.wait(timeout=15)
-            reader.join(timeout=15)
-            process.stderr.close()
-            raise AssertionError("serve did not start:\n" + "".join(output))
+    while (remaining := deadline - time.monotonic()) > 0 and process.poll() is None:
         try:
             line = lines.get(timeout=remaining)
         except queue.Empty:
-            continue
+            break
         if "listening on " in line:
-            url = line.split("listening on ")[1].split()[0]
-            return Server(process, url, lines, output, reader)
+            server.url = line.split("listening on ")[1].split()[0]
+            return server
+    stop_server(server)
+    raise AssertionError("serve did not start:\n" + "".join(output))
 
 
 def wait_for_line(server: Server, text: str, timeout: float = STARTUP_TIMEOUT) -> str:

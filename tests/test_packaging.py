@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tarfile
-import threading
-import time
 import zipfile
 from importlib.resources import files
 from pathlib import Path
@@ -29,7 +26,7 @@ from stripe_inbox import __version__
 from stripe_inbox.cli import _parser
 from stripe_inbox.settings import Settings
 
-from .conftest import SECRET, STARTUP_TIMEOUT, Server, cli_env, deliver, make_event, stop_server
+from .conftest import SECRET, cli_env, deliver, make_event, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "stripe_inbox"
@@ -170,7 +167,8 @@ def test_installed_wheel_runs_serve_trigger_and_mcp(venv_bin: Path, tmp_path: Pa
     version = run([venv_bin / "stripe-inbox", "--version"], cwd=tmp_path, env=env)
     assert version.stdout.strip() == f"stripe-inbox {__version__}"
 
-    server = start_serve([venv_bin / "stripe-inbox", "serve", "--port", "0"], env, tmp_path)
+    serve = [str(venv_bin / "stripe-inbox"), "serve", "--port", "0"]
+    server = start_server(tmp_path / "inbox.db", tmp_path, env, command=serve)
     try:
         sent = run(
             [venv_bin / "stripe-inbox", "trigger", "charge.dispute.created", "--url", server.webhook_url],
@@ -185,41 +183,6 @@ def test_installed_wheel_runs_serve_trigger_and_mcp(venv_bin: Path, tmp_path: Pa
 
     params = StdioServerParameters(command=str(venv_bin / "stripe-inbox"), args=["mcp"], env=env, cwd=tmp_path)
     assert anyio.run(pending_ids, params) == [event_id]
-
-
-def start_serve(command: list[str | Path], env: dict[str, str], cwd: Path) -> Server:
-    """`serve` from the given command; returns once it prints the address it listens on."""
-    process = subprocess.Popen(
-        [str(part) for part in command],
-        env=env,
-        cwd=cwd,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    output: list[str] = []
-
-    def pump() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            output.append(line)
-            lines.put(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    server = Server(process, "", lines, output, reader)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while (remaining := deadline - time.monotonic()) > 0 and process.poll() is None:
-        try:
-            line = lines.get(timeout=remaining)
-        except queue.Empty:
-            break
-        if "listening on " in line:
-            server.url = line.split("listening on ")[1].split()[0]
-            return server
-    stop_server(server)
-    raise AssertionError("serve did not start:\n" + "".join(output))
 
 
 async def pending_ids(params: StdioServerParameters) -> list[str]:
