@@ -323,3 +323,10 @@ async def test_claimed_events_are_acked_by_their_agent_only(server: InboxServer,
         bad = error_text(await client.call_tool("claim_events", {"agent": "x", "lease_seconds": 0}))
         assert "lease_seconds" in bad
         assert ok(await client.call_tool("list_events", {}))["total"] == 2  # claimed events are still pending
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_notify_about_no_event_answers_too(server: InboxServer, mode: str) -> None:
+    async with Client(server, mode=mode) as client:
+        sent = ok(await client.call_tool("notify", {"channel": "log", "message": "nightly summary"}))
+    assert (sent["status"], sent["notification"]["event_id"]) == ("sent", None)

@@ -142,9 +142,7 @@ class InboxTools:
     ) -> NotifyResult:
         """Send a message through a configured channel ({channels}), optionally about an event. Answers at once:
         sent, queued (retried in the background) or failed. The same call, or idempotency_key, sends once."""
-        result = await self.inbox.notify(channel, message, event_id, subject, ACTOR, idempotency_key)
-        if event_id:
-            return result
+        return await self.inbox.notify(channel, message, event_id, subject, ACTOR, idempotency_key)
 
     # Each call leases more events.
     @tool(
