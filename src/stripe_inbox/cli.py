@@ -24,7 +24,7 @@ import httpx
 from . import __version__
 from .errors import ConfigError, InboxError
 from .inbox import Inbox, open_inbox
-from .models import OUTCOMES, DeliveryState
+from .models import OUTCOMES, PRIORITIES, DeliveryState
 from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
 from .stores import is_postgres_url
 from .stripe.samples import SAMPLES, sample_event
@@ -79,7 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
 
-    command("mcp", _mcp, "serve MCP over stdio (for Claude Desktop)")
+    mcp = command("mcp", _mcp, "serve MCP over stdio (for Claude Desktop)")
+    mcp.add_argument(
+        "--channel",
+        action="store_true",
+        help="push new events into a Claude Code session (experimental capability claude/channel)",
+    )
+    mcp.add_argument("--channel-events", nargs="+", metavar="T", help="only these event type patterns (default *)")
+    mcp.add_argument("--channel-min-priority", choices=PRIORITIES, help="only events of this priority or higher")
 
     trigger = command("trigger", _trigger, "sign a realistic sample event and post it to the ingress")
     trigger.add_argument("event_type", metavar="EVENT_TYPE", help=f"one of: {', '.join(SAMPLES)}")
@@ -256,7 +263,19 @@ def _listen(host: str, port: int) -> socket.socket:
 def _mcp(args: argparse.Namespace) -> None:
     from .mcp.server import serve_stdio
 
-    _with_inbox(args, serve_stdio)
+    settings = _settings(args)
+    chosen = {"events": args.channel_events, "min_priority": args.channel_min_priority}
+    try:
+        push = settings.push.model_validate({**settings.push.model_dump(), **{k: v for k, v in chosen.items() if v}})
+    except ValueError as error:
+        raise ConfigError(f"--channel-events: {error}") from None
+    settings = settings.model_copy(update={"push": push})
+
+    async def run() -> None:
+        async with open_inbox(settings) as inbox:
+            await serve_stdio(inbox, channel=args.channel)
+
+    anyio.run(run)
 
 
 # -- trigger -------------------------------------------------------------------------------------

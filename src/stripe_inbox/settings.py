@@ -19,7 +19,8 @@ from pydantic_settings import (
 from .actions.channels import ChannelConfig, LogChannel
 from .actions.trackers import TrackerConfig
 from .errors import ConfigError
-from .events import check_patterns
+from .events import EventFilter, check_patterns
+from .models import PRIORITIES, Priority
 from .policy import Policy, Rule
 from .stores import is_postgres_url
 
@@ -37,6 +38,27 @@ class OutboxPolicy(BaseModel):
     max_attempts: int = Field(default=8, ge=1, le=100)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
+
+
+class PushSettings(BaseModel):
+    """Which new events `mcp --channel` pushes into the session, and how many: `[push]` in the TOML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[str] = Field(default_factory=lambda: ["*"], description="event type patterns, as `events`")
+    min_priority: Priority = "low"
+    backlog: int = Field(default=10, ge=0, le=100, description="pending events announced at start, oldest first")
+    per_minute: int = Field(default=10, ge=1, description="announcements a minute; past that, one digest line")
+    window_seconds: float = Field(default=60.0, gt=0, description="the rate limit's window (a minute)")
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, patterns: list[str]) -> list[str]:
+        return check_patterns(patterns)
+
+    def matches(self, event_type: str, priority: Priority) -> bool:
+        high_enough = PRIORITIES.index(priority) >= PRIORITIES.index(self.min_priority)
+        return high_enough and EventFilter(self.events).accepts(event_type)
 
 
 class Settings(BaseSettings):
@@ -62,6 +84,7 @@ class Settings(BaseSettings):
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     tickets: TrackerConfig | None = None
     outbox: OutboxPolicy = Field(default_factory=OutboxPolicy)
+    push: PushSettings = Field(default_factory=PushSettings)
 
     _toml_file: ClassVar[Path | None] = None
 
