@@ -24,7 +24,7 @@ import httpx
 from . import __version__
 from .errors import ConfigError, InboxError
 from .inbox import Inbox, open_inbox
-from .models import OUTCOMES, PRIORITIES, DeliveryState
+from .models import OUTCOMES, PRIORITIES, Approval, DeliveryState
 from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
 from .stores import is_postgres_url
 from .stripe.samples import SAMPLES, sample_event
@@ -138,6 +138,16 @@ def _parser() -> argparse.ArgumentParser:
         "http for the others)",
     )
     config.add_argument("--url", default=DEFAULT_MCP_URL, help=f"serve's MCP endpoint (default {DEFAULT_MCP_URL})")
+
+    approvals = commands.add_parser(
+        "approvals", help="notifications and tickets waiting for a person to approve them"
+    ).add_subparsers(dest="approvals_command", required=True, metavar="ACTION")
+    waiting = command("list", _approvals_list, "list what waits for approval, oldest first", approvals)
+    waiting.add_argument("--json", action="store_true")
+    approve = command("approve", _approvals_approve, "approve it: it is sent at once", approvals)
+    approve.add_argument("approval_id", metavar="ID", type=int)
+    reject = command("reject", _approvals_reject, "reject it: it is never sent", approvals)
+    reject.add_argument("approval_id", metavar="ID", type=int)
     return parser
 
 
@@ -494,3 +504,56 @@ def _client_config(client: str, transport: str, entry: dict[str, Any]) -> dict[s
             }
         ]
     return config
+
+
+# -- approvals -----------------------------------------------------------------------------------
+
+
+def _approvals_list(args: argparse.Namespace) -> None:
+    from .approvals import Approvals
+
+    async def work(inbox: Inbox) -> None:
+        waiting = await Approvals(inbox).waiting()
+        if args.json:
+            print(json.dumps([approval.model_dump(mode="json") for approval in waiting], indent=2))
+            return
+        if not waiting:
+            print("nothing awaits approval")
+            return
+        rows = [(str(a.id), a.kind, a.target, _approval_to(a), a.event_id or "", _approval_what(a)) for a in waiting]
+        _table(("ID", "KIND", "VIA", "TO", "EVENT", "WHAT"), rows)
+        print(f"{len(waiting)} awaiting approval: stripe-inbox approvals approve ID | reject ID")
+
+    _with_inbox(args, work)
+
+
+def _approvals_approve(args: argparse.Namespace) -> None:
+    from .approvals import Approvals
+
+    async def work(inbox: Inbox) -> None:
+        approval = await Approvals(inbox).approve(args.approval_id, ACTOR)
+        why = f" ({approval.reason})" if approval.reason else ""
+        print(f"approval {approval.id} approved: {approval.status}{why}")
+
+    _with_inbox(args, work)
+
+
+def _approvals_reject(args: argparse.Namespace) -> None:
+    from .approvals import Approvals
+
+    async def work(inbox: Inbox) -> None:
+        approval = await Approvals(inbox).reject(args.approval_id, ACTOR)
+        print(f"approval {approval.id} rejected: nothing will be sent")
+
+    _with_inbox(args, work)
+
+
+def _approval_to(approval: Approval) -> str:
+    if approval.notification is not None:
+        return approval.notification.recipient or approval.target
+    return approval.target
+
+
+def _approval_what(approval: Approval) -> str:
+    text = approval.notification.message if approval.notification else approval.ticket.title if approval.ticket else ""
+    return text if len(text) <= 60 else text[:59] + "…"

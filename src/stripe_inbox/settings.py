@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     tickets: TrackerConfig | None = None
     outbox: OutboxPolicy = Field(default_factory=OutboxPolicy)
     push: PushSettings = Field(default_factory=PushSettings)
+    approval_timeout_minutes: float = Field(default=1440.0, gt=0, description="an unanswered approval lapses")
 
     _toml_file: ClassVar[Path | None] = None
 

@@ -12,9 +12,19 @@ from typing import Any
 
 import anyio
 
-from ..errors import NotFound
+from ..errors import InvalidArgument, NotFound
 from ..events import IncomingEvent
-from ..models import AuditEntry, Classification, DeliveryStatus, Notification, Outcome, Priority, Ticket
+from ..models import (
+    Approval,
+    AuditEntry,
+    Classification,
+    DeliveryStatus,
+    Notification,
+    Outcome,
+    Priority,
+    Ticket,
+    utc,
+)
 from .changes import ChangeCursor
 from .connector import Connector, Transaction
 from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
@@ -32,6 +42,7 @@ from .rows import (
 CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set of ids
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
 FILTER_COLUMNS = ("status", "type", "customer", "account")
+APPROVAL_COLUMNS = "id, kind, ref_id, target, event_id, status, reason, created_at"
 # A new notification or ticket is first attempted by the call that made it (the outbox's deliver_now);
 # the background delivery takes it only if that call has not within this long (its process died, say).
 CREATOR_ATTEMPT_SECONDS = 60.0
@@ -186,10 +197,18 @@ class SqlStore:
             await _audit(tx, at, audit, event_id, result)
 
     async def add_ticket(
-        self, event_id: str, title: str, body: str, priority: Priority, tracker: str | None, at: float, audit: Audit
+        self,
+        event_id: str,
+        title: str,
+        body: str,
+        priority: Priority,
+        tracker: str | None,
+        at: float,
+        audit: Audit,
+        status: DeliveryStatus = "queued",
     ) -> tuple[Ticket, bool]:
-        """Create the ticket (queued for `tracker` if given), or return the one this event already has with
-        this title (False)."""
+        """Create the ticket (its forward to `tracker`, if given, starting as `status`), or return the one this
+        event already has with this title (False)."""
         async with self._write() as tx:
             await _event(tx, event_id)
             created = await tx.fetch(
@@ -204,8 +223,9 @@ class SqlStore:
             if created:
                 ticket_id = created[0][0]
                 if tracker is not None:
-                    await _queue(tx, "ticket", ticket_id, tracker, event_id, at)
-                await _audit(tx, at, audit, event_id, {"ticket_id": ticket_id, "tracker": tracker})
+                    await _queue(tx, "ticket", ticket_id, tracker, event_id, at, status)
+                result = {"ticket_id": ticket_id, "tracker": tracker}
+                await _audit(tx, at, audit, event_id, result | ({"status": status} if status != "queued" else {}))
             (made,) = await _tickets(tx, "t.event_id = ? AND t.title = ?", event_id, title)
         return made, bool(created)
 
@@ -219,8 +239,11 @@ class SqlStore:
         idempotency_key: str,
         at: float,
         audit: Audit,
+        status: DeliveryStatus = "queued",
+        reason: str | None = None,
     ) -> tuple[Notification, bool]:
-        """Queue a notification, or return the one already made with this idempotency key (False)."""
+        """Queue a notification (or hold it as `status`, awaiting_approval or rejected, for `reason`), or return
+        the one already made with this idempotency key (False)."""
         async with self._write() as tx:
             if event_id is not None:
                 await _event(tx, event_id)
@@ -237,8 +260,9 @@ class SqlStore:
             )
             if created:
                 notification_id = created[0][0]
-                await _queue(tx, "notification", notification_id, channel, event_id, at)
-                await _audit(tx, at, audit, event_id, {"notification_id": notification_id, "queued": True})
+                await _queue(tx, "notification", notification_id, channel, event_id, at, status, reason)
+                result = {"notification_id": notification_id, "queued": status == "queued"}
+                await _audit(tx, at, audit, event_id, result | ({"status": status} if status != "queued" else {}))
             (made,) = await _notifications(tx, "n.idempotency_key = ?", idempotency_key)
         return made, bool(created)
 
@@ -345,6 +369,62 @@ class SqlStore:
         )
         return rows[0][0]
 
+    # -- approvals -------------------------------------------------------------------------------
+
+    async def approvals(self, status: DeliveryStatus = "awaiting_approval", limit: int = 100) -> list[Approval]:
+        """Deliveries in `status` (those waiting for a person, by default), oldest first."""
+        rows = await self.db.fetch(
+            f"SELECT {APPROVAL_COLUMNS} FROM deliveries WHERE status = ? ORDER BY id LIMIT ?", status, limit
+        )
+        return [await _approval(self.db, row) for row in rows]
+
+    async def approval(self, delivery_id: int) -> Approval:
+        rows = await self.db.fetch(f"SELECT {APPROVAL_COLUMNS} FROM deliveries WHERE id = ?", delivery_id)
+        if not rows:
+            raise NotFound(f"no approval {delivery_id}: `stripe-inbox approvals list` shows those waiting")
+        return await _approval(self.db, rows[0])
+
+    async def approval_of(self, kind: DeliveryKind, ref_id: int) -> Approval:
+        """The delivery of a notification or ticket, as an approval."""
+        rows = await self.db.fetch(
+            f"SELECT {APPROVAL_COLUMNS} FROM deliveries WHERE kind = ? AND ref_id = ?", kind, ref_id
+        )
+        return await _approval(self.db, rows[0])
+
+    async def decide(self, delivery_id: int, approved: bool, reason: str | None, at: float, audit: Audit) -> Approval:
+        """A person's answer to a delivery awaiting approval: queued to be sent at once, or rejected for good.
+        Only the first answer counts; a delivery no longer waiting is refused (InvalidArgument)."""
+        async with self._write() as tx:
+            decided = await tx.fetch(
+                "UPDATE deliveries SET status = ?, reason = ?, next_attempt_at = ?, finished_at = ? "
+                "WHERE id = ? AND status = 'awaiting_approval' RETURNING event_id",
+                "queued" if approved else "rejected",
+                reason,
+                at + CREATOR_ATTEMPT_SECONDS,
+                None if approved else at,
+                delivery_id,
+            )
+            if not decided:
+                current = await self.approval(delivery_id)
+                raise InvalidArgument(f"approval {delivery_id} is not awaiting approval: it is {current.status}")
+            result = {"delivery_id": delivery_id, "status": "queued" if approved else "rejected", "reason": reason}
+            await _audit(tx, at, audit, decided[0][0], result)
+        return await self.approval(delivery_id)
+
+    async def lapse_approvals(self, created_before: float, reason: str, at: float, audit: Audit) -> list[int]:
+        """Reject every delivery that has awaited approval since before `created_before`; their ids."""
+        async with self._write() as tx:
+            lapsed = await tx.fetch(
+                "UPDATE deliveries SET status = 'rejected', reason = ?, finished_at = ? "
+                "WHERE status = 'awaiting_approval' AND created_at < ? RETURNING id, event_id",
+                reason,
+                at,
+                created_before,
+            )
+            for delivery_id, event_id in sorted(lapsed):
+                await _audit(tx, at, audit, event_id, {"delivery_id": delivery_id, "status": "rejected"})
+        return sorted(row[0] for row in lapsed)
+
     # -- changes ---------------------------------------------------------------------------------
 
     async def watch_changes(self) -> AsyncIterator[set[str]]:
@@ -392,6 +472,24 @@ class SqlStore:
         await self.db.close()
 
 
+async def _approval(db: Transaction | Connector, row: Any) -> Approval:
+    delivery_id, kind, ref_id, target, event_id, status, reason, created_at = row
+    made = await _notifications(db, "n.id = ?", ref_id) if kind == "notification" else [None]
+    opened = await _tickets(db, "t.id = ?", ref_id) if kind == "ticket" else [None]
+    return Approval(
+        id=delivery_id,
+        kind=kind,
+        target=target,
+        event_id=event_id,
+        created_at=utc(created_at),
+        lapses_at=utc(created_at),  # the inbox, which knows the timeout, moves it on
+        status=status,
+        reason=reason,
+        notification=made[0],
+        ticket=opened[0],
+    )
+
+
 def _where(query: EventQuery) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     parameters: list[Any] = []
@@ -423,16 +521,28 @@ async def _notifications(db: Transaction | Connector, where: str, *parameters: A
     return [notification(row) for row in rows]
 
 
-async def _queue(tx: Transaction, kind: str, ref_id: int, target: str, event_id: str | None, at: float) -> None:
+async def _queue(
+    tx: Transaction,
+    kind: str,
+    ref_id: int,
+    target: str,
+    event_id: str | None,
+    at: float,
+    status: DeliveryStatus = "queued",
+    reason: str | None = None,
+) -> None:
     await tx.execute(
-        "INSERT INTO deliveries (kind, ref_id, target, event_id, next_attempt_at, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO deliveries (kind, ref_id, target, event_id, next_attempt_at, created_at, status, reason, "
+        "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         kind,
         ref_id,
         target,
         event_id,
         at + CREATOR_ATTEMPT_SECONDS,
         at,
+        status,
+        reason,
+        at if status == "rejected" else None,
     )
 
 
