@@ -198,6 +198,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     from .mcp.server import create_mcp_server
     from .metrics import Metrics
+    from .upkeep import Upkeep
     from .web.app import create_app
 
     # Log lines are formatted and written by a thread of their own: a delivery's line costs the event loop
@@ -225,7 +226,10 @@ def _serve(args: argparse.Namespace) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-            await server.serve(sockets=[sock])
+            async with anyio.create_task_group() as group:
+                group.start_soon(Upkeep(inbox).run)
+                await server.serve(sockets=[sock])
+                group.cancel_scope.cancel()
 
     try:
         anyio.run(run, backend_options={"use_uvloop": _has_uvloop()})

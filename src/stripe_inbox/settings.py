@@ -18,6 +18,7 @@ from pydantic_settings import (
 
 from .actions.channels import ChannelConfig, LogChannel
 from .actions.trackers import TrackerConfig
+from .approvals import needs_confirmation
 from .errors import ConfigError
 from .events import EventFilter, check_patterns
 from .models import PRIORITIES, Priority
@@ -61,6 +62,19 @@ class PushSettings(BaseModel):
         return high_enough and EventFilter(self.events).accepts(event_type)
 
 
+class AlertSettings(BaseModel):
+    """`[alerts]`: the inbox watching itself; `serve` checks every `check_seconds` and tells `channel` once when
+    an incident opens and once when it clears."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str
+    oldest_pending_minutes: float | None = Field(default=None, gt=0, description="no agent is working the inbox")
+    failed_actions: bool = Field(default=True, description="a notification, ticket or forward ended failed")
+    failed_actions_window_minutes: float = Field(default=60.0, gt=0, description="open while a failure is this recent")
+    check_seconds: float = Field(default=60.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", populate_by_name=True, env_prefix="")
 
@@ -86,6 +100,8 @@ class Settings(BaseSettings):
     outbox: OutboxPolicy = Field(default_factory=OutboxPolicy)
     push: PushSettings = Field(default_factory=PushSettings)
     approval_timeout_minutes: float = Field(default=1440.0, gt=0, description="an unanswered approval lapses")
+    alerts: AlertSettings | None = None
+    retention_days: float | None = Field(default=None, gt=0, description="serve prunes acked events this old daily")
 
     _toml_file: ClassVar[Path | None] = None
 
@@ -111,6 +127,19 @@ class Settings(BaseSettings):
                         f"rules.{number}: notify names channel {channel!r}, which is not configured "
                         f"(channels: {', '.join(self.all_channels)})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _alerts_name_a_channel_that_needs_no_one(self) -> Settings:
+        if self.alerts is None:
+            return self
+        channel = self.all_channels.get(self.alerts.channel)
+        if channel is None:
+            raise ValueError(
+                f"alerts.channel: {self.alerts.channel!r} is not configured (channels: {', '.join(self.all_channels)})"
+            )
+        if needs_confirmation(channel):
+            raise ValueError(f"alerts.channel: {self.alerts.channel!r} waits for a person's approval; alerts cannot")
         return self
 
     @field_validator("channels")

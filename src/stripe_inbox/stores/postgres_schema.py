@@ -142,6 +142,10 @@ MIGRATIONS = [
     ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
         CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'awaiting_approval', 'rejected'));
     """,
+    # Incidents the inbox alerts about: a row while one is open, so of several replicas exactly one alerts.
+    """
+    CREATE TABLE incidents (name TEXT PRIMARY KEY, opened_at DOUBLE PRECISION NOT NULL, detail TEXT NOT NULL);
+    """,
 ]
 
 

@@ -266,10 +266,12 @@ class SqlStore:
             (made,) = await _notifications(tx, "n.idempotency_key = ?", idempotency_key)
         return made, bool(created)
 
-    async def prune(self, acked_before: float) -> int:
+    async def prune(self, acked_before: float, audit: Audit | None = None) -> int:
         doomed = "SELECT id FROM events WHERE status = 'acked' AND acked_at < ?"
         async with self._write() as tx:
             (count,) = await tx.fetch(f"SELECT count(*) FROM ({doomed}) AS doomed", acked_before)
+            if audit is not None:
+                await _audit(tx, time.time(), audit, None, {"deleted": int(count[0])})
             await tx.execute(f"INSERT INTO changes (event_id) {doomed}", acked_before)
             for table in ("deliveries", "tickets", "notifications", "audit"):
                 await tx.execute(f"DELETE FROM {table} WHERE event_id IN ({doomed})", acked_before)
@@ -424,6 +426,61 @@ class SqlStore:
             for delivery_id, event_id in sorted(lapsed):
                 await _audit(tx, at, audit, event_id, {"delivery_id": delivery_id, "status": "rejected"})
         return sorted(row[0] for row in lapsed)
+
+    # -- the inbox watching itself ---------------------------------------------------------------
+
+    async def incidents(self) -> dict[str, tuple[float, str]]:
+        """The open incidents: name -> (when opened, what was found)."""
+        rows = await self.db.fetch("SELECT name, opened_at, detail FROM incidents")
+        return {name: (opened_at, detail) for name, opened_at, detail in rows}
+
+    async def open_incident(self, name: str, detail: str, at: float, audit: Audit) -> bool:
+        """Open the incident; True for the one caller (of any replica) that did, who then alerts."""
+        async with self.db.transaction() as tx:
+            opened = await tx.fetch(
+                "INSERT INTO incidents (name, opened_at, detail) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING RETURNING name",
+                name,
+                at,
+                detail,
+            )
+            if opened:
+                await _audit(tx, at, audit, None, {"incident": name, "detail": detail})
+        return bool(opened)
+
+    async def close_incident(self, name: str, at: float, audit: Audit) -> float | None:
+        """Close the incident; when it was opened, for the one caller that closed it, else None."""
+        async with self.db.transaction() as tx:
+            closed = await tx.fetch("DELETE FROM incidents WHERE name = ? RETURNING opened_at", name)
+            if closed:
+                await _audit(tx, at, audit, None, {"incident": name, "open_seconds": round(at - closed[0][0], 3)})
+        return closed[0][0] if closed else None
+
+    async def failed_deliveries(self, since: float, limit: int = 10) -> list[tuple[str, str, str | None]]:
+        """(kind, target, reason) of outgoing actions that ended failed since `since`, newest first; the
+        inbox's own alerts (idempotency keys `alert:…`) are not among them."""
+        rows = await self.db.fetch(
+            "SELECT d.kind, d.target, d.reason FROM deliveries d "
+            "LEFT JOIN notifications n ON d.kind = 'notification' AND n.id = d.ref_id "
+            "WHERE d.status = 'failed' AND d.finished_at >= ? "
+            "AND (n.idempotency_key IS NULL OR n.idempotency_key NOT LIKE 'alert:%') ORDER BY d.id DESC LIMIT ?",
+            since,
+            limit,
+        )
+        return [(kind, target, reason) for kind, target, reason in rows]
+
+    async def claim_turn(self, key: str, now: float, every_seconds: float) -> bool:
+        """True for the one caller, of any replica, whose turn it is to do the work named `key` (at most once
+        every `every_seconds`)."""
+        async with self.db.transaction() as tx:
+            claimed = await tx.fetch(
+                "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+                "WHERE CAST(state.value AS DOUBLE PRECISION) <= ? RETURNING key",
+                key,
+                repr(now),
+                now - every_seconds,
+            )
+        return bool(claimed)
 
     # -- changes ---------------------------------------------------------------------------------
 

@@ -144,6 +144,10 @@ MIGRATIONS = [
     ALTER TABLE deliveries_widened RENAME TO deliveries;
     CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
     """,
+    # Incidents the inbox alerts about: a row while one is open, so of several replicas exactly one alerts.
+    """
+    CREATE TABLE incidents (name TEXT PRIMARY KEY, opened_at REAL NOT NULL, detail TEXT NOT NULL);
+    """,
 ]
 
 
