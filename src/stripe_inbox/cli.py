@@ -24,7 +24,7 @@ import httpx
 from . import __version__
 from .errors import ConfigError, InboxError
 from .inbox import Inbox, open_inbox
-from .models import OUTCOMES, DeliveryState
+from .models import OUTCOMES, PRIORITIES, Approval, DeliveryState
 from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
 from .stores import is_postgres_url
 from .stripe.samples import SAMPLES, sample_event
@@ -79,7 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
 
-    command("mcp", _mcp, "serve MCP over stdio (for Claude Desktop)")
+    mcp = command("mcp", _mcp, "serve MCP over stdio (for Claude Desktop)")
+    mcp.add_argument(
+        "--channel",
+        action="store_true",
+        help="push new events into a Claude Code session (experimental capability claude/channel)",
+    )
+    mcp.add_argument("--channel-events", nargs="+", metavar="T", help="only these event type patterns (default *)")
+    mcp.add_argument("--channel-min-priority", choices=PRIORITIES, help="only events of this priority or higher")
 
     trigger = command("trigger", _trigger, "sign a realistic sample event and post it to the ingress")
     trigger.add_argument("event_type", metavar="EVENT_TYPE", help=f"one of: {', '.join(SAMPLES)}")
@@ -131,6 +138,16 @@ def _parser() -> argparse.ArgumentParser:
         "http for the others)",
     )
     config.add_argument("--url", default=DEFAULT_MCP_URL, help=f"serve's MCP endpoint (default {DEFAULT_MCP_URL})")
+
+    approvals = commands.add_parser(
+        "approvals", help="notifications and tickets waiting for a person to approve them"
+    ).add_subparsers(dest="approvals_command", required=True, metavar="ACTION")
+    waiting = command("list", _approvals_list, "list what waits for approval, oldest first", approvals)
+    waiting.add_argument("--json", action="store_true")
+    approve = command("approve", _approvals_approve, "approve it: it is sent at once", approvals)
+    approve.add_argument("approval_id", metavar="ID", type=int)
+    reject = command("reject", _approvals_reject, "reject it: it is never sent", approvals)
+    reject.add_argument("approval_id", metavar="ID", type=int)
     return parser
 
 
@@ -181,6 +198,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     from .mcp.server import create_mcp_server
     from .metrics import Metrics
+    from .upkeep import Upkeep
     from .web.app import create_app
 
     # Log lines are formatted and written by a thread of their own: a delivery's line costs the event loop
@@ -208,7 +226,10 @@ def _serve(args: argparse.Namespace) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-            await server.serve(sockets=[sock])
+            async with anyio.create_task_group() as group:
+                group.start_soon(Upkeep(inbox).run)
+                await server.serve(sockets=[sock])
+                group.cancel_scope.cancel()
 
     try:
         anyio.run(run, backend_options={"use_uvloop": _has_uvloop()})
@@ -256,7 +277,19 @@ def _listen(host: str, port: int) -> socket.socket:
 def _mcp(args: argparse.Namespace) -> None:
     from .mcp.server import serve_stdio
 
-    _with_inbox(args, serve_stdio)
+    settings = _settings(args)
+    chosen = {"events": args.channel_events, "min_priority": args.channel_min_priority}
+    try:
+        push = settings.push.model_validate({**settings.push.model_dump(), **{k: v for k, v in chosen.items() if v}})
+    except ValueError as error:
+        raise ConfigError(f"--channel-events: {error}") from None
+    settings = settings.model_copy(update={"push": push})
+
+    async def run() -> None:
+        async with open_inbox(settings) as inbox:
+            await serve_stdio(inbox, channel=args.channel)
+
+    anyio.run(run)
 
 
 # -- trigger -------------------------------------------------------------------------------------
@@ -475,3 +508,56 @@ def _client_config(client: str, transport: str, entry: dict[str, Any]) -> dict[s
             }
         ]
     return config
+
+
+# -- approvals -----------------------------------------------------------------------------------
+
+
+def _approvals_list(args: argparse.Namespace) -> None:
+    from .approvals import Approvals
+
+    async def work(inbox: Inbox) -> None:
+        waiting = await Approvals(inbox).waiting()
+        if args.json:
+            print(json.dumps([approval.model_dump(mode="json") for approval in waiting], indent=2))
+            return
+        if not waiting:
+            print("nothing awaits approval")
+            return
+        rows = [(str(a.id), a.kind, a.target, _approval_to(a), a.event_id or "", _approval_what(a)) for a in waiting]
+        _table(("ID", "KIND", "VIA", "TO", "EVENT", "WHAT"), rows)
+        print(f"{len(waiting)} awaiting approval: stripe-inbox approvals approve ID | reject ID")
+
+    _with_inbox(args, work)
+
+
+def _approvals_approve(args: argparse.Namespace) -> None:
+    from .approvals import Approvals
+
+    async def work(inbox: Inbox) -> None:
+        approval = await Approvals(inbox).approve(args.approval_id, ACTOR)
+        why = f" ({approval.reason})" if approval.reason else ""
+        print(f"approval {approval.id} approved: {approval.status}{why}")
+
+    _with_inbox(args, work)
+
+
+def _approvals_reject(args: argparse.Namespace) -> None:
+    from .approvals import Approvals
+
+    async def work(inbox: Inbox) -> None:
+        approval = await Approvals(inbox).reject(args.approval_id, ACTOR)
+        print(f"approval {approval.id} rejected: nothing will be sent")
+
+    _with_inbox(args, work)
+
+
+def _approval_to(approval: Approval) -> str:
+    if approval.notification is not None:
+        return approval.notification.recipient or approval.target
+    return approval.target
+
+
+def _approval_what(approval: Approval) -> str:
+    text = approval.notification.message if approval.notification else approval.ticket.title if approval.ticket else ""
+    return text if len(text) <= 60 else text[:59] + "…"

@@ -15,6 +15,7 @@ import stripe
 
 from .actions.channels import recipient_for
 from .actions.outbox import Outbox
+from .approvals import AWAITING, DECLINED, Consent, needs_confirmation, where_to_approve
 from .classify import classify
 from .errors import DeliveryRejected, InvalidArgument, NotFound
 from .events import EventFilter, IncomingEvent
@@ -25,6 +26,7 @@ from .models import (
     AckResult,
     ClaimResult,
     Classification,
+    DeliveryStatus,
     EventDetail,
     EventPage,
     NotifyResult,
@@ -196,6 +198,7 @@ class Inbox:
             raise InvalidArgument("title must not be empty")
         _check_choice("priority", priority, PRIORITIES)
         tracker = self.settings.tickets.type if self.settings.tickets else None
+        confirm = self.settings.tickets is not None and needs_confirmation(self.settings.tickets)
         audit = Audit(actor, "create_ticket", {"event_id": event_id, "title": title, "priority": priority})
         ticket, created = await self.store.add_ticket(
             event_id,
@@ -205,8 +208,9 @@ class Inbox:
             tracker,
             time.time(),
             audit,  # type: ignore[arg-type]
+            "awaiting_approval" if confirm else "queued",
         )
-        if created and tracker:
+        if created and tracker and not confirm:
             await self.outbox.deliver_now("ticket", ticket.id)
             ticket = await self.store.ticket(ticket.id)
         return TicketResult(ticket=ticket, created=created)
@@ -219,7 +223,10 @@ class Inbox:
         subject: str | None,
         actor: str,
         idempotency_key: str | None = None,
+        consent: Consent | None = None,
     ) -> NotifyResult:
+        """Send through a channel; on one that needs a person's confirmation, only with `consent` "granted"
+        (asked during the call), else it is rejected ("declined") or waits for approval (None)."""
         channels = self.settings.all_channels
         _check_choice("channel", channel, tuple(channels), what="configured channels")
         if not message.strip():
@@ -231,16 +238,29 @@ class Inbox:
             idempotency_key
             or hashlib.sha256("\0".join((event_id or "", channel, subject or "", message)).encode()).hexdigest()
         )
-        audit = Audit(actor, "notify", {"channel": channel, "event_id": event_id, "subject": subject})
+        arguments: dict[str, Any] = {"channel": channel, "event_id": event_id, "subject": subject}
+        status: DeliveryStatus = "queued"
+        reason = None
+        if needs_confirmation(channels[channel]):
+            arguments["confirmed"] = consent or "not asked"
+            if consent == "declined":
+                status, reason = "rejected", DECLINED
+            elif consent is None:
+                status, reason = "awaiting_approval", AWAITING
+        audit = Audit(actor, "notify", arguments)
         notification, created = await self.store.add_notification(
-            channel, message, subject, recipient, event_id, key, time.time(), audit
+            channel, message, subject, recipient, event_id, key, time.time(), audit, status, reason
         )
-        if created:
+        if created and status == "queued":
             await self.outbox.deliver_now("notification", notification.id)
             notification = await self.store.notification(notification.id)
+        reason = notification.delivery.reason
+        if notification.delivery.status == "awaiting_approval":
+            approval = await self.store.approval_of("notification", notification.id)
+            reason = where_to_approve(approval.id, self.settings.approval_timeout_minutes)
         return NotifyResult(
             status="queued" if notification.delivery.status == "sending" else notification.delivery.status,
-            reason=notification.delivery.reason,
+            reason=reason,
             duplicate=not created,
             notification=notification,
         )

@@ -65,7 +65,9 @@ class Classification(BaseModel):
     suggested_actions: list[SuggestedAction]
 
 
-DeliveryStatus = Literal["queued", "sending", "sent", "failed"]
+# awaiting_approval: on a `confirm = true` channel or tracker, until a person approves it (then queued) or not
+# (rejected: declined when asked, rejected, or lapsed).
+DeliveryStatus = Literal["queued", "sending", "sent", "failed", "awaiting_approval", "rejected"]
 
 
 class DeliveryState(BaseModel):
@@ -172,3 +174,19 @@ class Stats(BaseModel):
     by_type: dict[str, int]
     oldest_pending_age_seconds: float | None
     actions: dict[str, int] = Field(description="notifications and forwarded tickets by delivery state")
+
+
+class Approval(BaseModel):
+    """An outgoing action waiting for a person: approve it and it is sent, reject it (or let it lapse) and it
+    never is."""
+
+    id: int = Field(description="pass to `stripe-inbox approvals approve|reject`")
+    kind: Literal["notification", "ticket"]
+    target: str = Field(description="the channel or tracker")
+    event_id: str | None = None
+    created_at: datetime
+    lapses_at: datetime
+    status: DeliveryStatus
+    reason: str | None = None
+    notification: Notification | None = None
+    ticket: Ticket | None = None

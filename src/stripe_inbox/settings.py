@@ -18,8 +18,10 @@ from pydantic_settings import (
 
 from .actions.channels import ChannelConfig, LogChannel
 from .actions.trackers import TrackerConfig
+from .approvals import needs_confirmation
 from .errors import ConfigError
-from .events import check_patterns
+from .events import EventFilter, check_patterns
+from .models import PRIORITIES, Priority
 from .policy import Policy, Rule
 from .stores import is_postgres_url
 
@@ -37,6 +39,40 @@ class OutboxPolicy(BaseModel):
     max_attempts: int = Field(default=8, ge=1, le=100)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
+
+
+class PushSettings(BaseModel):
+    """Which new events `mcp --channel` pushes into the session, and how many: `[push]` in the TOML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[str] = Field(default_factory=lambda: ["*"], description="event type patterns, as `events`")
+    min_priority: Priority = "low"
+    backlog: int = Field(default=10, ge=0, le=100, description="pending events announced at start, oldest first")
+    per_minute: int = Field(default=10, ge=1, description="announcements a minute; past that, one digest line")
+    window_seconds: float = Field(default=60.0, gt=0, description="the rate limit's window (a minute)")
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, patterns: list[str]) -> list[str]:
+        return check_patterns(patterns)
+
+    def matches(self, event_type: str, priority: Priority) -> bool:
+        high_enough = PRIORITIES.index(priority) >= PRIORITIES.index(self.min_priority)
+        return high_enough and EventFilter(self.events).accepts(event_type)
+
+
+class AlertSettings(BaseModel):
+    """`[alerts]`: the inbox watching itself; `serve` checks every `check_seconds` and tells `channel` once when
+    an incident opens and once when it clears."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str
+    oldest_pending_minutes: float | None = Field(default=None, gt=0, description="no agent is working the inbox")
+    failed_actions: bool = Field(default=True, description="a notification, ticket or forward ended failed")
+    failed_actions_window_minutes: float = Field(default=60.0, gt=0, description="open while a failure is this recent")
+    check_seconds: float = Field(default=60.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -62,6 +98,10 @@ class Settings(BaseSettings):
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     tickets: TrackerConfig | None = None
     outbox: OutboxPolicy = Field(default_factory=OutboxPolicy)
+    push: PushSettings = Field(default_factory=PushSettings)
+    approval_timeout_minutes: float = Field(default=1440.0, gt=0, description="an unanswered approval lapses")
+    alerts: AlertSettings | None = None
+    retention_days: float | None = Field(default=None, gt=0, description="serve prunes acked events this old daily")
 
     _toml_file: ClassVar[Path | None] = None
 
@@ -87,6 +127,19 @@ class Settings(BaseSettings):
                         f"rules.{number}: notify names channel {channel!r}, which is not configured "
                         f"(channels: {', '.join(self.all_channels)})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _alerts_name_a_channel_that_needs_no_one(self) -> Settings:
+        if self.alerts is None:
+            return self
+        channel = self.all_channels.get(self.alerts.channel)
+        if channel is None:
+            raise ValueError(
+                f"alerts.channel: {self.alerts.channel!r} is not configured (channels: {', '.join(self.all_channels)})"
+            )
+        if needs_confirmation(channel):
+            raise ValueError(f"alerts.channel: {self.alerts.channel!r} waits for a person's approval; alerts cannot")
         return self
 
     @field_validator("channels")

@@ -30,6 +30,9 @@ Address = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", descriptio
 class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Where a message leaves for someone outside, a person may want to agree first; see approvals.py.
+    confirm: bool | None = Field(default=None, description="send only after a person agreed")
+
     @model_validator(mode="after")
     def _environment_is_set(self) -> ConfigModel:
         for field, value in self:

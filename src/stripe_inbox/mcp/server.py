@@ -20,6 +20,7 @@ from ..inbox import Inbox
 from ..metrics import Metrics
 from ..redact import Redactor
 from .boundary import Boundary
+from .channel import ClaudeChannel
 from .prompts import register_prompts
 from .resources import PENDING_URI, STATS_URI, event_uri, register_resources
 from .subscriptions import ChangeNotifier, LegacySubscriptions
@@ -49,11 +50,17 @@ class StaticTokenVerifier:
 class InboxServer(MCPServer):
     """An MCPServer over one inbox; `running()` must be open while it serves clients."""
 
-    def __init__(self, inbox: Inbox, metrics: Metrics | None = None) -> None:
+    def __init__(self, inbox: Inbox, metrics: Metrics | None = None, channel: bool = False) -> None:
         self.inbox = inbox
         self.notifier = ChangeNotifier()
-        boundary = Boundary(Redactor(inbox.settings.redact))
+        redactor = Redactor(inbox.settings.redact)
+        boundary = Boundary(redactor)
         middleware: list[ServerMiddleware[Any]] = [LegacySubscriptions(self.notifier)]
+        # Pushed into a Claude Code session only when asked for: a client that does not know the channel
+        # capability is never sent its notifications.
+        self.channel = ClaudeChannel(inbox, inbox.settings.push, redactor) if channel else None
+        if self.channel is not None:
+            middleware.append(self.channel)
         if metrics is not None:
             middleware.insert(0, _count_tool_calls(metrics))
         token = inbox.settings.mcp_token
@@ -85,6 +92,8 @@ class InboxServer(MCPServer):
             group.start_soon(self.inbox.follow_changes)
             group.start_soon(publish)
             group.start_soon(self.inbox.outbox.run)
+            if self.channel is not None:
+                group.start_soon(self.channel.run)
             yield
             group.cancel_scope.cancel()
 
@@ -93,8 +102,8 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
     return InboxServer(inbox, metrics)
 
 
-async def serve_stdio(inbox: Inbox) -> None:
-    server = create_mcp_server(inbox)
+async def serve_stdio(inbox: Inbox, channel: bool = False) -> None:
+    server = InboxServer(inbox, channel=channel)
     async with server.running():
         await server.run_stdio_async()
 

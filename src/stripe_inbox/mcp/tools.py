@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
+from mcp.server.elicitation import ElicitationResult
+from mcp.server.mcpserver import Resolve
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
 from pydantic import Field
@@ -28,6 +30,7 @@ from ..models import (
 from ..stripe.api import StripeAPI
 from ..stripe.backfill import RETENTION_DAYS, BackfillResult, backfill, start_of
 from .boundary import Boundary
+from .confirm import Agreement, ask_first, consent_of
 from .schemas import lean, outline
 
 ACTOR = "mcp"
@@ -136,13 +139,16 @@ class InboxTools:
         self,
         channel: str,
         message: str,
+        asked: Annotated[ElicitationResult[Agreement], Resolve(ask_first)],
         event_id: str | None = None,
         subject: str | None = None,
         idempotency_key: str | None = None,
     ) -> NotifyResult:
         """Send a message through a configured channel ({channels}), optionally about an event. Answers at once:
-        sent, queued (retried in the background) or failed. The same call, or idempotency_key, sends once."""
-        return await self.inbox.notify(channel, message, event_id, subject, ACTOR, idempotency_key)
+        sent, queued (retried in the background) or failed; on a channel that needs a person's confirmation,
+        rejected or awaiting_approval. The same call, or idempotency_key, sends once."""
+        consent = consent_of(asked)
+        return await self.inbox.notify(channel, message, event_id, subject, ACTOR, idempotency_key, consent)
 
     # Each call leases more events.
     @tool(

@@ -135,6 +135,17 @@ MIGRATIONS = [
     """
     CREATE TABLE changes (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id TEXT NOT NULL);
     """,
+    # Approvals: a delivery may wait for a person (awaiting_approval) and end rejected (declined, rejected or
+    # lapsed).
+    """
+    ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
+    ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
+        CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'awaiting_approval', 'rejected'));
+    """,
+    # Incidents the inbox alerts about: a row while one is open, so of several replicas exactly one alerts.
+    """
+    CREATE TABLE incidents (name TEXT PRIMARY KEY, opened_at DOUBLE PRECISION NOT NULL, detail TEXT NOT NULL);
+    """,
 ]
 
 

@@ -12,9 +12,19 @@ from typing import Any
 
 import anyio
 
-from ..errors import NotFound
+from ..errors import InvalidArgument, NotFound
 from ..events import IncomingEvent
-from ..models import AuditEntry, Classification, DeliveryStatus, Notification, Outcome, Priority, Ticket
+from ..models import (
+    Approval,
+    AuditEntry,
+    Classification,
+    DeliveryStatus,
+    Notification,
+    Outcome,
+    Priority,
+    Ticket,
+    utc,
+)
 from .changes import ChangeCursor
 from .connector import Connector, Transaction
 from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
@@ -32,6 +42,7 @@ from .rows import (
 CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set of ids
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
 FILTER_COLUMNS = ("status", "type", "customer", "account")
+APPROVAL_COLUMNS = "id, kind, ref_id, target, event_id, status, reason, created_at"
 # A new notification or ticket is first attempted by the call that made it (the outbox's deliver_now);
 # the background delivery takes it only if that call has not within this long (its process died, say).
 CREATOR_ATTEMPT_SECONDS = 60.0
@@ -186,10 +197,18 @@ class SqlStore:
             await _audit(tx, at, audit, event_id, result)
 
     async def add_ticket(
-        self, event_id: str, title: str, body: str, priority: Priority, tracker: str | None, at: float, audit: Audit
+        self,
+        event_id: str,
+        title: str,
+        body: str,
+        priority: Priority,
+        tracker: str | None,
+        at: float,
+        audit: Audit,
+        status: DeliveryStatus = "queued",
     ) -> tuple[Ticket, bool]:
-        """Create the ticket (queued for `tracker` if given), or return the one this event already has with
-        this title (False)."""
+        """Create the ticket (its forward to `tracker`, if given, starting as `status`), or return the one this
+        event already has with this title (False)."""
         async with self._write() as tx:
             await _event(tx, event_id)
             created = await tx.fetch(
@@ -204,8 +223,9 @@ class SqlStore:
             if created:
                 ticket_id = created[0][0]
                 if tracker is not None:
-                    await _queue(tx, "ticket", ticket_id, tracker, event_id, at)
-                await _audit(tx, at, audit, event_id, {"ticket_id": ticket_id, "tracker": tracker})
+                    await _queue(tx, "ticket", ticket_id, tracker, event_id, at, status)
+                result = {"ticket_id": ticket_id, "tracker": tracker}
+                await _audit(tx, at, audit, event_id, result | ({"status": status} if status != "queued" else {}))
             (made,) = await _tickets(tx, "t.event_id = ? AND t.title = ?", event_id, title)
         return made, bool(created)
 
@@ -219,8 +239,11 @@ class SqlStore:
         idempotency_key: str,
         at: float,
         audit: Audit,
+        status: DeliveryStatus = "queued",
+        reason: str | None = None,
     ) -> tuple[Notification, bool]:
-        """Queue a notification, or return the one already made with this idempotency key (False)."""
+        """Queue a notification (or hold it as `status`, awaiting_approval or rejected, for `reason`), or return
+        the one already made with this idempotency key (False)."""
         async with self._write() as tx:
             if event_id is not None:
                 await _event(tx, event_id)
@@ -237,15 +260,18 @@ class SqlStore:
             )
             if created:
                 notification_id = created[0][0]
-                await _queue(tx, "notification", notification_id, channel, event_id, at)
-                await _audit(tx, at, audit, event_id, {"notification_id": notification_id, "queued": True})
+                await _queue(tx, "notification", notification_id, channel, event_id, at, status, reason)
+                result = {"notification_id": notification_id, "queued": status == "queued"}
+                await _audit(tx, at, audit, event_id, result | ({"status": status} if status != "queued" else {}))
             (made,) = await _notifications(tx, "n.idempotency_key = ?", idempotency_key)
         return made, bool(created)
 
-    async def prune(self, acked_before: float) -> int:
+    async def prune(self, acked_before: float, audit: Audit | None = None) -> int:
         doomed = "SELECT id FROM events WHERE status = 'acked' AND acked_at < ?"
         async with self._write() as tx:
             (count,) = await tx.fetch(f"SELECT count(*) FROM ({doomed}) AS doomed", acked_before)
+            if audit is not None:
+                await _audit(tx, time.time(), audit, None, {"deleted": int(count[0])})
             await tx.execute(f"INSERT INTO changes (event_id) {doomed}", acked_before)
             for table in ("deliveries", "tickets", "notifications", "audit"):
                 await tx.execute(f"DELETE FROM {table} WHERE event_id IN ({doomed})", acked_before)
@@ -345,6 +371,117 @@ class SqlStore:
         )
         return rows[0][0]
 
+    # -- approvals -------------------------------------------------------------------------------
+
+    async def approvals(self, status: DeliveryStatus = "awaiting_approval", limit: int = 100) -> list[Approval]:
+        """Deliveries in `status` (those waiting for a person, by default), oldest first."""
+        rows = await self.db.fetch(
+            f"SELECT {APPROVAL_COLUMNS} FROM deliveries WHERE status = ? ORDER BY id LIMIT ?", status, limit
+        )
+        return [await _approval(self.db, row) for row in rows]
+
+    async def approval(self, delivery_id: int) -> Approval:
+        rows = await self.db.fetch(f"SELECT {APPROVAL_COLUMNS} FROM deliveries WHERE id = ?", delivery_id)
+        if not rows:
+            raise NotFound(f"no approval {delivery_id}: `stripe-inbox approvals list` shows those waiting")
+        return await _approval(self.db, rows[0])
+
+    async def approval_of(self, kind: DeliveryKind, ref_id: int) -> Approval:
+        """The delivery of a notification or ticket, as an approval."""
+        rows = await self.db.fetch(
+            f"SELECT {APPROVAL_COLUMNS} FROM deliveries WHERE kind = ? AND ref_id = ?", kind, ref_id
+        )
+        return await _approval(self.db, rows[0])
+
+    async def decide(self, delivery_id: int, approved: bool, reason: str | None, at: float, audit: Audit) -> Approval:
+        """A person's answer to a delivery awaiting approval: queued to be sent at once, or rejected for good.
+        Only the first answer counts; a delivery no longer waiting is refused (InvalidArgument)."""
+        async with self._write() as tx:
+            decided = await tx.fetch(
+                "UPDATE deliveries SET status = ?, reason = ?, next_attempt_at = ?, finished_at = ? "
+                "WHERE id = ? AND status = 'awaiting_approval' RETURNING event_id",
+                "queued" if approved else "rejected",
+                reason,
+                at + CREATOR_ATTEMPT_SECONDS,
+                None if approved else at,
+                delivery_id,
+            )
+            if not decided:
+                current = await self.approval(delivery_id)
+                raise InvalidArgument(f"approval {delivery_id} is not awaiting approval: it is {current.status}")
+            result = {"delivery_id": delivery_id, "status": "queued" if approved else "rejected", "reason": reason}
+            await _audit(tx, at, audit, decided[0][0], result)
+        return await self.approval(delivery_id)
+
+    async def lapse_approvals(self, created_before: float, reason: str, at: float, audit: Audit) -> list[int]:
+        """Reject every delivery that has awaited approval since before `created_before`; their ids."""
+        async with self._write() as tx:
+            lapsed = await tx.fetch(
+                "UPDATE deliveries SET status = 'rejected', reason = ?, finished_at = ? "
+                "WHERE status = 'awaiting_approval' AND created_at < ? RETURNING id, event_id",
+                reason,
+                at,
+                created_before,
+            )
+            for delivery_id, event_id in sorted(lapsed):
+                await _audit(tx, at, audit, event_id, {"delivery_id": delivery_id, "status": "rejected"})
+        return sorted(row[0] for row in lapsed)
+
+    # -- the inbox watching itself ---------------------------------------------------------------
+
+    async def incidents(self) -> dict[str, tuple[float, str]]:
+        """The open incidents: name -> (when opened, what was found)."""
+        rows = await self.db.fetch("SELECT name, opened_at, detail FROM incidents")
+        return {name: (opened_at, detail) for name, opened_at, detail in rows}
+
+    async def open_incident(self, name: str, detail: str, at: float, audit: Audit) -> bool:
+        """Open the incident; True for the one caller (of any replica) that did, who then alerts."""
+        async with self.db.transaction() as tx:
+            opened = await tx.fetch(
+                "INSERT INTO incidents (name, opened_at, detail) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING RETURNING name",
+                name,
+                at,
+                detail,
+            )
+            if opened:
+                await _audit(tx, at, audit, None, {"incident": name, "detail": detail})
+        return bool(opened)
+
+    async def close_incident(self, name: str, at: float, audit: Audit) -> float | None:
+        """Close the incident; when it was opened, for the one caller that closed it, else None."""
+        async with self.db.transaction() as tx:
+            closed = await tx.fetch("DELETE FROM incidents WHERE name = ? RETURNING opened_at", name)
+            if closed:
+                await _audit(tx, at, audit, None, {"incident": name, "open_seconds": round(at - closed[0][0], 3)})
+        return closed[0][0] if closed else None
+
+    async def failed_deliveries(self, since: float, limit: int = 10) -> list[tuple[str, str, str | None]]:
+        """(kind, target, reason) of outgoing actions that ended failed since `since`, newest first; the
+        inbox's own alerts (idempotency keys `alert:…`) are not among them."""
+        rows = await self.db.fetch(
+            "SELECT d.kind, d.target, d.reason FROM deliveries d "
+            "LEFT JOIN notifications n ON d.kind = 'notification' AND n.id = d.ref_id "
+            "WHERE d.status = 'failed' AND d.finished_at >= ? "
+            "AND (n.idempotency_key IS NULL OR n.idempotency_key NOT LIKE 'alert:%') ORDER BY d.id DESC LIMIT ?",
+            since,
+            limit,
+        )
+        return [(kind, target, reason) for kind, target, reason in rows]
+
+    async def claim_turn(self, key: str, now: float, every_seconds: float) -> bool:
+        """True for the one caller, of any replica, whose turn it is to do the work named `key` (at most once
+        every `every_seconds`)."""
+        async with self.db.transaction() as tx:
+            claimed = await tx.fetch(
+                "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+                "WHERE CAST(state.value AS DOUBLE PRECISION) <= ? RETURNING key",
+                key,
+                repr(now),
+                now - every_seconds,
+            )
+        return bool(claimed)
+
     # -- changes ---------------------------------------------------------------------------------
 
     async def watch_changes(self) -> AsyncIterator[set[str]]:
@@ -395,6 +532,24 @@ class SqlStore:
         await self.db.close()
 
 
+async def _approval(db: Transaction | Connector, row: Any) -> Approval:
+    delivery_id, kind, ref_id, target, event_id, status, reason, created_at = row
+    made = await _notifications(db, "n.id = ?", ref_id) if kind == "notification" else [None]
+    opened = await _tickets(db, "t.id = ?", ref_id) if kind == "ticket" else [None]
+    return Approval(
+        id=delivery_id,
+        kind=kind,
+        target=target,
+        event_id=event_id,
+        created_at=utc(created_at),
+        lapses_at=utc(created_at),  # the inbox, which knows the timeout, moves it on
+        status=status,
+        reason=reason,
+        notification=made[0],
+        ticket=opened[0],
+    )
+
+
 def _where(query: EventQuery) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     parameters: list[Any] = []
@@ -426,16 +581,28 @@ async def _notifications(db: Transaction | Connector, where: str, *parameters: A
     return [notification(row) for row in rows]
 
 
-async def _queue(tx: Transaction, kind: str, ref_id: int, target: str, event_id: str | None, at: float) -> None:
+async def _queue(
+    tx: Transaction,
+    kind: str,
+    ref_id: int,
+    target: str,
+    event_id: str | None,
+    at: float,
+    status: DeliveryStatus = "queued",
+    reason: str | None = None,
+) -> None:
     await tx.execute(
-        "INSERT INTO deliveries (kind, ref_id, target, event_id, next_attempt_at, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO deliveries (kind, ref_id, target, event_id, next_attempt_at, created_at, status, reason, "
+        "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         kind,
         ref_id,
         target,
         event_id,
         at + CREATOR_ATTEMPT_SECONDS,
         at,
+        status,
+        reason,
+        at if status == "rejected" else None,
     )
 
 

@@ -117,6 +117,37 @@ MIGRATIONS = [
     """
     CREATE TABLE changes (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL);
     """,
+    # Approvals: a delivery may wait for a person (awaiting_approval) and end rejected (declined, rejected or
+    # lapsed). SQLite cannot widen a CHECK in place, so the table is rebuilt, every column named.
+    """
+    CREATE TABLE deliveries_widened (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('notification', 'ticket')),
+        ref_id INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        event_id TEXT,
+        status TEXT NOT NULL DEFAULT 'queued'
+            CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'awaiting_approval', 'rejected')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until REAL,
+        reason TEXT,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        UNIQUE (kind, ref_id)
+    );
+    INSERT INTO deliveries_widened (id, kind, ref_id, target, event_id, status, attempts, next_attempt_at,
+                                    lease_until, reason, created_at, finished_at)
+        SELECT id, kind, ref_id, target, event_id, status, attempts, next_attempt_at, lease_until, reason,
+               created_at, finished_at FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_widened RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+    """,
+    # Incidents the inbox alerts about: a row while one is open, so of several replicas exactly one alerts.
+    """
+    CREATE TABLE incidents (name TEXT PRIMARY KEY, opened_at REAL NOT NULL, detail TEXT NOT NULL);
+    """,
 ]
 
 

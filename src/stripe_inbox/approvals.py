@@ -1,0 +1,80 @@
+"""Outgoing actions a person agrees to first: a channel or tracker with `confirm = true` (and an e-mail channel
+to the customer, unless it says `confirm = false`) sends only after someone approved, through MCP elicitation
+while the tool call waits, or later from the dashboard or `stripe-inbox approvals`. Rejected, declined or lapsed,
+nothing is sent; every answer is in the audit trail."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+from .actions.channels import CUSTOMER, ConfigModel, EmailChannel
+from .models import Approval
+from .stores import Audit
+
+if TYPE_CHECKING:
+    from .inbox import Inbox
+
+APPROVALS_URL = "/ui/approvals"
+# What a person said when asked during the tool call; None: no one could be asked (or they dismissed it).
+Consent = Literal["granted", "declined"]
+DECLINED = "declined by the person asked to confirm it"
+AWAITING = "awaiting a person's approval"
+
+
+def needs_confirmation(config: ConfigModel) -> bool:
+    if config.confirm is not None:
+        return config.confirm
+    return isinstance(config, EmailChannel) and config.to == CUSTOMER
+
+
+def where_to_approve(approval_id: int, timeout_minutes: float) -> str:
+    return (
+        f"{AWAITING}: `stripe-inbox approvals approve {approval_id}` (or `reject {approval_id}`), or the "
+        f"dashboard's approvals list at {APPROVALS_URL}; it lapses unsent after {timeout_minutes:g} minutes"
+    )
+
+
+class Approvals:
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self.store = inbox.store
+
+    @property
+    def timeout(self) -> timedelta:
+        return timedelta(minutes=self.inbox.settings.approval_timeout_minutes)
+
+    async def waiting(self) -> list[Approval]:
+        """What waits for a person, oldest first; what has waited too long lapses first."""
+        await self.lapse()
+        return [self._with_deadline(approval) for approval in await self.store.approvals()]
+
+    async def approve(self, approval_id: int, actor: str) -> Approval:
+        """Approve it and make the first attempt at once, as the tool call would have."""
+        await self.lapse()
+        decided = await self.store.decide(approval_id, True, None, time.time(), Audit(actor, "approve", {}))
+        ref = decided.notification or decided.ticket
+        assert ref is not None
+        await self.inbox.outbox.deliver_now(decided.kind, ref.id)
+        return self._with_deadline(await self.store.approval(approval_id))
+
+    async def reject(self, approval_id: int, actor: str) -> Approval:
+        await self.lapse()
+        reason = f"rejected by {actor}"
+        decided = await self.store.decide(approval_id, False, reason, time.time(), Audit(actor, "reject", {}))
+        return self._with_deadline(decided)
+
+    async def lapse(self) -> list[int]:
+        """Reject, unsent, whatever has waited longer than `approval_timeout_minutes`."""
+        now = time.time()
+        minutes = self.inbox.settings.approval_timeout_minutes
+        return await self.store.lapse_approvals(
+            now - self.timeout.total_seconds(),
+            f"lapsed: no one approved it within {minutes:g} minutes",
+            now,
+            Audit("approvals", "lapse", {"approval_timeout_minutes": minutes}),
+        )
+
+    def _with_deadline(self, approval: Approval) -> Approval:
+        return approval.model_copy(update={"lapses_at": approval.created_at + self.timeout})
