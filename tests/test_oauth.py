@@ -29,6 +29,11 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
+from stripe_inbox import Settings, load_settings
+from stripe_inbox.auth.scopes import READ, WRITE, required_scope
+from stripe_inbox.errors import ConfigError
+from stripe_inbox.mcp.tools import TOOL_INFO
+
 from .conftest import Server, cli_env, encode, make_event, run_cli, signed_headers, start_server, stop_server
 
 pytestmark = pytest.mark.anyio
@@ -202,6 +207,34 @@ def tokens_of(inbox: Inbox, client_name: str) -> list[str]:
 
 def stored_bytes(inbox: Inbox) -> bytes:
     return b"".join(path.read_bytes() for path in inbox.db.parent.glob(inbox.db.name + "*"))
+
+
+# -- configuration and scopes ------------------------------------------------------------------------
+
+
+def test_public_url_is_an_https_origin_and_needs_the_access_token(settings: Settings) -> None:
+    db = settings.db
+    assert load_settings(db=db, mcp_token="t", public_url="https://inbox.example.com/").public_url == (
+        "https://inbox.example.com"
+    )
+    assert load_settings(db=db, mcp_token="t", public_url="http://127.0.0.1:8000").public_url == "http://127.0.0.1:8000"
+    for wrong, complaint in [
+        ("http://inbox.example.com", "must be https://"),
+        ("https://inbox.example.com/inbox", "origin alone"),
+        ("inbox.example.com", "absolute URL"),
+    ]:
+        with pytest.raises(ConfigError, match=complaint):
+            load_settings(db=db, mcp_token="t", public_url=wrong)
+    with pytest.raises(ConfigError, match=r"public_url turns on OAuth.*set it too"):
+        load_settings(db=db, public_url="https://inbox.example.com")
+
+
+def test_read_only_tools_need_inbox_read_and_the_rest_inbox_write() -> None:
+    needs = {name: required_scope(name) for name in TOOL_INFO}
+    assert needs["list_events"] == needs["get_event"] == needs["get_stats"] == READ
+    assert needs["ack_event"] == needs["claim_events"] == WRITE
+    assert all((scope == READ) == bool(TOOL_INFO[name].annotations.read_only_hint) for name, scope in needs.items())
+    assert required_scope("a_tool_added_later") == WRITE
 
 
 # -- the whole flow with the official client ------------------------------------------------------

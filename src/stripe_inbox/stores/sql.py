@@ -511,14 +511,15 @@ class SqlStore:
             await tx.execute("UPDATE oauth_tokens SET last_used_at = ? WHERE id = ?", at, token_id)
 
     async def revoke_oauth_grant(self, grant_id: str, at: float) -> int:
-        """Revoke every token descending from one consent; how many were still unrevoked."""
+        """Revoke every token descending from one consent; how many of them were still usable."""
         async with self.db.transaction() as tx:
             revoked = await tx.fetch(
-                "UPDATE oauth_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL RETURNING id",
+                "UPDATE oauth_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL "
+                "RETURNING rotated_at, expires_at",
                 at,
                 grant_id,
             )
-        return len(revoked)
+        return sum(1 for rotated_at, expires_at in revoked if rotated_at is None and expires_at > at)
 
     async def revoke_oauth_token(self, token_id: str, at: float) -> int | None:
         """Revoke the token with this public id and the rest of its grant (the client loses access, not one of
