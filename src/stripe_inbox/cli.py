@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -12,6 +13,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 from queue import Empty, SimpleQueue
@@ -22,7 +24,7 @@ import anyio
 import httpx
 
 from . import __version__
-from .errors import ConfigError, InboxError
+from .errors import ConfigError, InboxError, NotFound
 from .inbox import Inbox, open_inbox
 from .models import OUTCOMES, PRIORITIES, Approval, DeliveryState
 from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
@@ -148,6 +150,15 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("approval_id", metavar="ID", type=int)
     reject = command("reject", _approvals_reject, "reject it: it is never sent", approvals)
     reject.add_argument("approval_id", metavar="ID", type=int)
+
+    tokens = commands.add_parser("tokens", help="the OAuth tokens issued to MCP clients").add_subparsers(
+        dest="tokens_command", required=True, metavar="ACTION"
+    )
+    tokens_list = command("list", _tokens_list, "list the OAuth tokens still usable", tokens)
+    tokens_list.add_argument("--all", action="store_true", help="also expired, rotated and revoked ones")
+    tokens_list.add_argument("--json", action="store_true")
+    revoke = command("revoke", _tokens_revoke, "revoke a token and the rest of its client's grant", tokens)
+    revoke.add_argument("token_id", metavar="ID", help="tok_… as `tokens list` shows it")
     return parser
 
 
@@ -561,3 +572,47 @@ def _approval_to(approval: Approval) -> str:
 def _approval_what(approval: Approval) -> str:
     text = approval.notification.message if approval.notification else approval.ticket.title if approval.ticket else ""
     return text if len(text) <= 60 else text[:59] + "…"
+
+
+# -- OAuth tokens ---------------------------------------------------------------------------------
+
+
+def _tokens_list(args: argparse.Namespace) -> None:
+    async def work(inbox: Inbox) -> None:
+        now = time.time()
+        tokens = await inbox.store.oauth_tokens(None if args.all else now)
+        if args.json:
+            print(json.dumps([dataclasses.asdict(token) for token in tokens], indent=2))
+            return
+        if not tokens:
+            print("no OAuth tokens" if args.all else "no usable OAuth tokens")
+            return
+        rows = [
+            (
+                token.id,
+                token.kind,
+                token.client_name or token.client_id,
+                " ".join(token.scopes),
+                _when(token.expires_at),
+                _when(token.last_used_at) if token.last_used_at else "never",
+                token.state(now),
+            )
+            for token in tokens
+        ]
+        _table(("ID", "KIND", "CLIENT", "SCOPES", "EXPIRES (UTC)", "LAST USED (UTC)", "STATE"), rows)
+
+    _with_inbox(args, work)
+
+
+def _tokens_revoke(args: argparse.Namespace) -> None:
+    async def work(inbox: Inbox) -> None:
+        revoked = await inbox.store.revoke_oauth_token(args.token_id, time.time())
+        if revoked is None:
+            raise NotFound(f"no OAuth token {args.token_id}; `stripe-inbox tokens list` shows them")
+        print(f"revoked {revoked} token{'s' if revoked != 1 else ''} of the grant {args.token_id} belongs to")
+
+    _with_inbox(args, work)
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -7,6 +7,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -89,6 +90,7 @@ class Settings(BaseSettings):
     )
     db: str = Field(default="./stripe-inbox.db", validation_alias=AliasChoices("db", "STRIPE_INBOX_DB"))
     mcp_token: str | None = Field(default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_MCP_TOKEN"))
+    public_url: str | None = Field(default=None, validation_alias=AliasChoices("public_url", "STRIPE_INBOX_PUBLIC_URL"))
     events: list[str] = Field(default_factory=lambda: ["*"])
     lock_timeout_seconds: float = Field(default=5.0, gt=0)
     body_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -111,6 +113,18 @@ class Settings(BaseSettings):
         if value is not None:
             parse_secrets(value)
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        return check_public_url(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _public_url_needs_the_access_token(self) -> Settings:
+        if self.public_url is not None and not self.mcp_token:
+            # The operator consents to each OAuth client by signing in with the access token.
+            raise ValueError("public_url turns on OAuth, whose consent page asks for the access token: set it too")
+        return self
 
     @field_validator("events")
     @classmethod
@@ -203,6 +217,18 @@ def parse_secrets(value: str) -> list[str]:
     return entries
 
 
+def check_public_url(value: str) -> str:
+    """The origin people reach `serve` at, without a trailing slash: HTTPS, or HTTP on this machine."""
+    url = urlsplit(value.strip())
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise ValueError("must be an absolute URL such as https://inbox.example.com")
+    if url.scheme == "http" and url.hostname not in LOOPBACK_HOSTS:
+        raise ValueError("must be https:// (plain http is allowed only for 127.0.0.1, localhost and ::1)")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise ValueError("must be an origin alone (scheme, host and port), without a path, query or fragment")
+    return f"{url.scheme}://{url.netloc}"
+
+
 def read_stored_secrets(path: Path) -> list[str]:
     if not path.exists():
         return []
@@ -249,6 +275,7 @@ _ENV_NAMES = {
     "api_base": "STRIPE_API_BASE",
     "db": "STRIPE_INBOX_DB",
     "mcp_token": "STRIPE_INBOX_MCP_TOKEN",
+    "public_url": "STRIPE_INBOX_PUBLIC_URL",
 }
 
 

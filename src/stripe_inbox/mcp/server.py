@@ -12,10 +12,12 @@ from typing import Any
 import anyio
 import mcp.types as types
 from mcp.server.auth.provider import AccessToken
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 
+from ..auth.protection import protection
+from ..auth.provider import InboxAuthProvider
+from ..auth.scopes import SCOPES, require_scopes
 from ..inbox import Inbox
 from ..metrics import Metrics
 from ..redact import Redactor
@@ -36,14 +38,14 @@ ICON = types.Icon(
 
 
 class StaticTokenVerifier:
-    """Accepts exactly the configured STRIPE_INBOX_MCP_TOKEN, compared in constant time."""
+    """Accepts exactly the configured STRIPE_INBOX_MCP_TOKEN, compared in constant time; it carries every scope."""
 
     def __init__(self, token: str) -> None:
         self._token = token.encode()
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if hmac.compare_digest(token.encode(), self._token):
-            return AccessToken(token=token, client_id="stripe-inbox", scopes=[])
+            return AccessToken(token=token, client_id="stripe-inbox", scopes=list(SCOPES))
         return None
 
 
@@ -55,7 +57,7 @@ class InboxServer(MCPServer):
         self.notifier = ChangeNotifier()
         redactor = Redactor(inbox.settings.redact)
         boundary = Boundary(redactor)
-        middleware: list[ServerMiddleware[Any]] = [LegacySubscriptions(self.notifier)]
+        middleware: list[ServerMiddleware[Any]] = [require_scopes, LegacySubscriptions(self.notifier)]
         # Pushed into a Claude Code session only when asked for: a client that does not know the channel
         # capability is never sent its notifications.
         self.channel = ClaudeChannel(inbox, inbox.settings.push, redactor) if channel else None
@@ -64,6 +66,9 @@ class InboxServer(MCPServer):
         if metrics is not None:
             middleware.insert(0, _count_tool_calls(metrics))
         token = inbox.settings.mcp_token
+        guard = protection(inbox.settings, inbox.store, StaticTokenVerifier(token) if token else None)
+        # With public_url, `serve` is also the authorization server; web/oauth.py serves its routes.
+        self.auth_provider: InboxAuthProvider | None = guard.provider if guard else None
         super().__init__(
             "stripe-inbox",
             title="Stripe event inbox",
@@ -72,9 +77,8 @@ class InboxServer(MCPServer):
             tools=inbox_tools(inbox, boundary),
             subscriptions=self.notifier.bus,
             middleware=middleware,
-            token_verifier=StaticTokenVerifier(token) if token else None,
-            # No OAuth server here: one shared bearer token; the issuer is a required placeholder.
-            auth=AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None) if token else None,
+            token_verifier=guard.verifier if guard else None,
+            auth=guard.settings if guard else None,
         )
         register_resources(self, inbox, boundary)
         register_prompts(self, inbox, boundary)

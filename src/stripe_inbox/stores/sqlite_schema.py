@@ -148,6 +148,45 @@ MIGRATIONS = [
     """
     CREATE TABLE incidents (name TEXT PRIMARY KEY, opened_at REAL NOT NULL, detail TEXT NOT NULL);
     """,
+    # OAuth for remote MCP clients: registered clients, requests awaiting the operator's consent, authorization
+    # codes and tokens. Every code, token and consent request is kept only as its SHA-256 digest.
+    """
+    CREATE TABLE oauth_clients (
+        client_id TEXT PRIMARY KEY,
+        metadata TEXT NOT NULL,
+        registered_at REAL NOT NULL
+    );
+    CREATE TABLE oauth_requests (
+        request_hash TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        params TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE oauth_codes (
+        code_hash TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        grant_id TEXT NOT NULL,
+        params TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE TABLE oauth_tokens (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('access', 'refresh')),
+        grant_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        client_name TEXT,
+        scopes TEXT NOT NULL,
+        resource TEXT,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        last_used_at REAL,
+        rotated_at REAL,
+        revoked_at REAL
+    );
+    CREATE INDEX oauth_tokens_grant ON oauth_tokens (grant_id);
+    """,
 ]
 
 

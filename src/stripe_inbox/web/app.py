@@ -17,6 +17,7 @@ from ..inbox import Inbox
 from ..mcp.server import InboxServer
 from ..metrics import CONTENT_TYPE, Metrics
 from .ingress import PATHS, Ingress
+from .oauth import oauth_routes
 
 LOOPBACK_HOST_HEADERS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
@@ -51,6 +52,8 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
         async with mcp_server.session_manager.run(), mcp_server.running():
             yield
 
+    if mcp_server is not None and mcp_server.auth_provider is not None and inbox.settings.mcp_token:
+        routes.extend(oauth_routes(mcp_server.auth_provider, inbox.settings.mcp_token))
     if mcp_server is not None:
         mcp_app = mcp_server.streamable_http_app(
             streamable_http_path="/mcp",
