@@ -52,7 +52,12 @@ class Settings(BaseSettings):
         default="https://api.stripe.com", validation_alias=AliasChoices("api_base", "STRIPE_API_BASE")
     )
     db: str = Field(default="./stripe-inbox.db", validation_alias=AliasChoices("db", "STRIPE_INBOX_DB"))
-    mcp_token: str | None = Field(default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_MCP_TOKEN"))
+    # The access token of /mcp and the dashboard; STRIPE_INBOX_MCP_TOKEN is its older name.
+    mcp_token: str | None = Field(
+        default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_TOKEN", "STRIPE_INBOX_MCP_TOKEN")
+    )
+    # Whether the dashboard may show an event's personal data unmasked, on request, when `redact` masks it.
+    dashboard_reveal: bool = False
     events: list[str] = Field(default_factory=lambda: ["*"])
     lock_timeout_seconds: float = Field(default=5.0, gt=0)
     body_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -195,7 +200,7 @@ _ENV_NAMES = {
     "api_key": "STRIPE_API_KEY",
     "api_base": "STRIPE_API_BASE",
     "db": "STRIPE_INBOX_DB",
-    "mcp_token": "STRIPE_INBOX_MCP_TOKEN",
+    "mcp_token": "STRIPE_INBOX_TOKEN, or its older name STRIPE_INBOX_MCP_TOKEN",
 }
 
 

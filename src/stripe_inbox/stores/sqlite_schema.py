@@ -117,6 +117,10 @@ MIGRATIONS = [
     """
     CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL);
     """,
+    # The dashboard's arrivals per hour read only the last day's events.
+    """
+    CREATE INDEX events_received_at ON events (received_at);
+    """,
 ]
 
 
