@@ -26,6 +26,7 @@ from stripe_inbox.web.filters import FILTERS, supported_filters
 
 from .conftest import SECRET, Server, cli_env, deliver, make_event, signed_headers, start_server, stop_server
 from .postgres import postgres_schema
+from .test_stripe_side import thin_event
 
 TOKEN = "dash-token-" + "z" * 24
 ORIGIN = "http://127.0.0.1"
@@ -140,6 +141,15 @@ async def test_classify_and_retry_a_failed_notification_go_through_the_inbox(
         f"/ui/events/{event['id']}/retry/notification/{made.notification.id}", data={"csrf_token": csrf}
     )
     assert "only a failed one can be retried" in flash_of((await ui.get(again.headers["location"])).text)
+
+
+async def test_a_thin_event_has_its_pages_too(ui: httpx.AsyncClient) -> None:
+    event = thin_event()
+    payload = json.dumps(event).encode()
+    assert (await ui.post("/webhooks/stripe/thin", content=payload, headers=signed_headers(payload))).status_code == 200
+    page = await ui.get(f"/ui/events/{event['id']}")
+    assert page.status_code == 200 and "STRIPE_API_KEY" in page.text and "mtr_test_" in page.text
+    assert event["id"] in (await ui.get("/ui/")).text
 
 
 async def test_the_live_list_answers_only_when_the_inbox_changed(ui: httpx.AsyncClient) -> None:

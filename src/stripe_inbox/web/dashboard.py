@@ -131,8 +131,10 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
                 return response
             context = await live_context(request, view, search)
         except InboxError as error:
-            if isinstance(error, StoreUnavailable) or LIVE_HEADER in request.headers:
+            if isinstance(error, StoreUnavailable):
                 raise
+            if LIVE_HEADER in request.headers:
+                return Response(status_code=204)  # the page itself says what is wrong
             values = {field.name: request.query_params.get(field.name, "") for field in form_fields}
             context = {"title": view.title, "fields": form_fields, "values": values, "error": str(error)}
             return page(request, "list.html", {**context, "rows": None, "view": view}, 400)
