@@ -5,6 +5,7 @@ transaction, so every process can tell its clients exactly which events changed.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -121,14 +122,15 @@ class SqlStore:
         rows = await self.db.fetch("SELECT received_at FROM events WHERE status = 'pending' ORDER BY seq LIMIT 1")
         return rows[0][0] if rows else None
 
-    async def received_per_hour(self, since: float) -> dict[int, int]:
-        """How many events were first received in each hour from `since` on, keyed by hours since the epoch.
-        Whole seconds divided as integers read the same on both databases (a float CAST rounds in PostgreSQL
-        but truncates in SQLite)."""
+    async def received_per_hour(self, since: float, until: float = math.inf) -> dict[int, int]:
+        """How many events were first received in each hour from `since` to `until`, keyed by hours since the
+        epoch. Whole seconds divided as integers read the same on both databases (a float CAST rounds in
+        PostgreSQL but truncates in SQLite)."""
         rows = await self.db.fetch(
-            "SELECT CAST(received_at AS BIGINT) / 3600 AS hour, count(*) FROM events WHERE received_at >= ? "
-            "GROUP BY hour",
+            "SELECT CAST(received_at AS BIGINT) / 3600 AS hour, count(*) FROM events "
+            "WHERE received_at >= ? AND received_at < ? GROUP BY hour",
             since,
+            until,
         )
         return {int(row[0]): int(row[1]) for row in rows}
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ..stores import Store
 
 HOURS = 24
 BAR_WIDTH, BAR_GAP, HEIGHT = 10, 2, 40
@@ -45,3 +47,21 @@ def hourly_chart(per_hour: dict[int, int], now: float) -> HourlyChart:
         clock = time.strftime("%H:00", time.gmtime(hour * 3600))
         bars.append(Bar(index * (BAR_WIDTH + BAR_GAP), HEIGHT - height, height, f"{clock} UTC: {count}"))
     return HourlyChart(bars, sum(counts), peak)
+
+
+@dataclass
+class ReceivedPerHour:
+    """The counts the chart shows, read cheaply: an event's received_at is its first arrival, so an hour that
+    has ended keeps its count. Those are read once an hour; each page reads only the last two hours (the one
+    before, for an event stored a moment after the hour turned)."""
+
+    store: Store
+    _settled: dict[int, int] = field(default_factory=dict)
+    _settled_for: int | None = None  # the current hour when _settled was read
+
+    async def counts(self, now: float) -> dict[int, int]:
+        current = int(now) // 3600
+        if self._settled_for != current:
+            self._settled = await self.store.received_per_hour(day_start(now), (current - 1) * 3600)
+            self._settled_for = current
+        return {**self._settled, **await self.store.received_per_hour((current - 1) * 3600)}
