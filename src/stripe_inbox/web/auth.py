@@ -7,21 +7,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode, urlsplit
 
 from starlette.datastructures import FormData
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from .session import is_https
 
 CSRF_FIELD = "csrf_token"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
 SESSION_KEY_LABEL = b"stripe-inbox dashboard session v1"
-Handler = Callable[[Request], Awaitable[Response]]
-FormHandler = Callable[[Request, FormData], Awaitable[Response]]
 
 
 class Forbidden(Exception):
@@ -56,7 +51,7 @@ class Access:
         if not self.token_required and _host_name(host) not in LOOPBACK_NAMES:
             raise Forbidden("without STRIPE_INBOX_TOKEN the dashboard answers only on this machine (a loopback Host)")
         origin = connection.headers.get("origin")
-        if origin is not None and origin != own_origin(connection):
+        if origin is not None and not _same_origin(origin, connection):
             raise Forbidden("a request from another site")
 
     def signed_in(self, connection: HTTPConnection) -> bool:
@@ -129,14 +124,10 @@ class Guard:
         await PlainTextResponse("401 Unauthorized: sign in first", status_code=401)(scope, receive, send)
 
 
-def own_origin(connection: HTTPConnection) -> str:
-    scheme = "https" if is_https(connection) else "http"
-    return f"{scheme}://{connection.headers.get('host', '')}"
-
-
 def _same_origin(url: str, connection: HTTPConnection) -> bool:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" == own_origin(connection)
+    """Whether `url` (an Origin or Referer) names the host the request was sent to. The scheme is left out: a
+    TLS-terminating proxy that does not say X-Forwarded-Proto would otherwise make every form a foreign one."""
+    return urlsplit(url).netloc.lower() == connection.headers.get("host", "").lower()
 
 
 def _host_name(host: str) -> str:
