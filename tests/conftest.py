@@ -74,6 +74,7 @@ def settings(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         "STRIPE_SECRET_KEY",
         "STRIPE_INBOX_DB",
         "STRIPE_INBOX_MCP_TOKEN",
+        "STRIPE_INBOX_TOKEN",
         "STRIPE_INBOX_CONFIG",
     ):
         monkeypatch.delenv(name, raising=False)

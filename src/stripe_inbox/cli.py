@@ -188,8 +188,8 @@ def _serve(args: argparse.Namespace) -> None:
     settings = _settings(args)
     if args.host not in LOOPBACK_HOSTS and not settings.mcp_token:
         raise ConfigError(
-            f"--host {args.host} would expose /mcp beyond this machine; set STRIPE_INBOX_MCP_TOKEN "
-            "so MCP clients must present a bearer token"
+            f"--host {args.host} would expose /mcp and the dashboard beyond this machine; set STRIPE_INBOX_TOKEN "
+            "(or its older name STRIPE_INBOX_MCP_TOKEN) so MCP clients must present a bearer token and people sign in"
         )
     if not settings.webhook_secrets and is_postgres_url(settings.db):
         raise ConfigError(
@@ -233,7 +233,8 @@ def _serve(args: argparse.Namespace) -> None:
             gc.collect()
             gc.freeze()
             print(
-                f"stripe-inbox listening on {url}  (webhooks: {url}/webhooks/stripe  MCP: {url}/mcp)",
+                f"stripe-inbox listening on {url}  (webhooks: {url}/webhooks/stripe  MCP: {url}/mcp  "
+                f"dashboard: {url}/ui/)",
                 file=sys.stderr,
                 flush=True,
             )

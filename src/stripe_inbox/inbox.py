@@ -26,6 +26,7 @@ from .models import (
     AckResult,
     ClaimResult,
     Classification,
+    DeliveryState,
     DeliveryStatus,
     EventDetail,
     EventPage,
@@ -36,7 +37,7 @@ from .models import (
     utc,
 )
 from .settings import Settings
-from .stores import Audit, EventQuery, Store, StoredEvent, open_store
+from .stores import Audit, DeliveryKind, EventQuery, Store, StoredEvent, open_store
 from .stripe import signature
 from .stripe.api import StripeAPI, StripeAPIError
 
@@ -297,6 +298,19 @@ class Inbox:
             acked_at=utc(stored.acked_at),  # type: ignore[arg-type]
             already_acked=not changed,
         )
+
+    async def retry_delivery(self, kind: DeliveryKind, ref_id: int, actor: str) -> DeliveryState:
+        """Send a failed notification or ticket forward again: queued afresh, its first new attempt made now."""
+        _check_choice("kind", kind, ("notification", "ticket"))
+        await self.store.retry_delivery(kind, ref_id, time.time(), Audit(actor, f"retry_{kind}", {"id": ref_id}))
+        await self.outbox.deliver_now(kind, ref_id)
+        retried = await (self.store.notification(ref_id) if kind == "notification" else self.store.ticket(ref_id))
+        assert retried.delivery is not None  # it was just delivered from the outbox
+        return retried.delivery
+
+    async def record_reveal(self, event_id: str, actor: str) -> None:
+        """Audit that an operator was shown the event's personal data unmasked."""
+        await self.store.add_audit(event_id, time.time(), Audit(actor, "reveal_payload", {"event_id": event_id}))
 
     async def prune(self, acked_older_than_days: float) -> int:
         if not acked_older_than_days >= 0:

@@ -89,7 +89,12 @@ class Settings(BaseSettings):
         default="https://api.stripe.com", validation_alias=AliasChoices("api_base", "STRIPE_API_BASE")
     )
     db: str = Field(default="./stripe-inbox.db", validation_alias=AliasChoices("db", "STRIPE_INBOX_DB"))
-    mcp_token: str | None = Field(default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_MCP_TOKEN"))
+    # The access token of /mcp and the dashboard; STRIPE_INBOX_MCP_TOKEN is its older name.
+    mcp_token: str | None = Field(
+        default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_TOKEN", "STRIPE_INBOX_MCP_TOKEN")
+    )
+    # Whether the dashboard may show an event's personal data unmasked, on request, when `redact` masks it.
+    dashboard_reveal: bool = False
     public_url: str | None = Field(default=None, validation_alias=AliasChoices("public_url", "STRIPE_INBOX_PUBLIC_URL"))
     events: list[str] = Field(default_factory=lambda: ["*"])
     lock_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -274,7 +279,7 @@ _ENV_NAMES = {
     "api_key": "STRIPE_API_KEY",
     "api_base": "STRIPE_API_BASE",
     "db": "STRIPE_INBOX_DB",
-    "mcp_token": "STRIPE_INBOX_MCP_TOKEN",
+    "mcp_token": "STRIPE_INBOX_TOKEN, or its older name STRIPE_INBOX_MCP_TOKEN",
     "public_url": "STRIPE_INBOX_PUBLIC_URL",
 }
 

@@ -5,6 +5,7 @@ transaction, so every process can tell its clients exactly which events changed.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -74,6 +75,14 @@ class SqlStore:
         rows = await self.db.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", event_id)
         return stored_event(rows[0]) if rows else None
 
+    async def get_events(self, event_ids: Sequence[str]) -> list[StoredEvent]:
+        """The stored events among `event_ids`, in no particular order."""
+        if not event_ids:
+            return []
+        marks = ", ".join("?" * len(event_ids))
+        rows = await self.db.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({marks})", *event_ids)
+        return [stored_event(row) for row in rows]
+
     async def list_events(self, query: EventQuery) -> list[StoredEvent]:
         where, parameters = _where(query)
         if query.after is not None:
@@ -127,6 +136,23 @@ class SqlStore:
         """When the oldest pending event was received."""
         rows = await self.db.fetch("SELECT received_at FROM events WHERE status = 'pending' ORDER BY seq LIMIT 1")
         return rows[0][0] if rows else None
+
+    async def received_per_hour(self, since: float, until: float = math.inf) -> dict[int, int]:
+        """How many events were first received in each hour from `since` to `until`, keyed by hours since the
+        epoch. Whole seconds divided as integers read the same on both databases (a float CAST rounds in
+        PostgreSQL but truncates in SQLite)."""
+        rows = await self.db.fetch(
+            "SELECT CAST(received_at AS BIGINT) / 3600 AS hour, count(*) FROM events "
+            "WHERE received_at >= ? AND received_at < ? GROUP BY hour",
+            since,
+            until,
+        )
+        return {int(row[0]): int(row[1]) for row in rows}
+
+    async def change_marker(self) -> int:
+        """The latest position in the change log: it moves whenever any event changes, in any process."""
+        rows = await self.db.fetch("SELECT coalesce(max(seq), 0) FROM changes")
+        return int(rows[0][0])
 
     async def delivery_counts(self) -> dict[str, int]:
         """Outgoing actions by delivery status."""
@@ -269,6 +295,30 @@ class SqlStore:
                 await _audit(tx, at, audit, event_id, result | ({"status": status} if status != "queued" else {}))
             (made,) = await _notifications(tx, "n.idempotency_key = ?", idempotency_key)
         return made, bool(created)
+
+    async def retry_delivery(self, kind: DeliveryKind, ref_id: int, at: float, audit: Audit) -> None:
+        """Queue a failed notification or ticket forward again, with a fresh count of attempts; the caller
+        makes the first one (as a new one's creator does)."""
+        async with self._write() as tx:
+            rows = await tx.fetch(
+                "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt_at = ?, lease_until = NULL, "
+                "finished_at = NULL WHERE kind = ? AND ref_id = ? AND status = 'failed' RETURNING event_id",
+                at + CREATOR_ATTEMPT_SECONDS,
+                kind,
+                ref_id,
+            )
+            if not rows:
+                found = await tx.fetch("SELECT status FROM deliveries WHERE kind = ? AND ref_id = ?", kind, ref_id)
+                if not found:
+                    raise NotFound(f"no {kind} {ref_id} in the outbox")
+                raise InvalidArgument(f"{kind} {ref_id} is {found[0][0]}: only a failed one can be retried")
+            await _audit(tx, at, audit, rows[0][0], {"status": "queued"})
+
+    async def add_audit(self, event_id: str, at: float, audit: Audit) -> None:
+        """An audit entry for something done with an event that changes nothing else (e.g. a reveal)."""
+        async with self._write() as tx:
+            await _event(tx, event_id)
+            await _audit(tx, at, audit, event_id, {})
 
     async def prune(self, acked_before: float, audit: Audit | None = None) -> int:
         doomed = "SELECT id FROM events WHERE status = 'acked' AND acked_at < ?"

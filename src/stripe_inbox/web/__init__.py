@@ -1,4 +1,4 @@
-"""The HTTP side of `serve`: the Stripe ingress, health, metrics, and /mcp."""
+"""The HTTP side of `serve`: the Stripe ingress, health, metrics, /mcp, and the dashboard at /ui/."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The HTTP side of `serve`: the Stripe ingress, health, metrics, and MCP over Streamable HTTP at /mcp."""
+"""The HTTP side of `serve`: the Stripe ingress, health, metrics, MCP over Streamable HTTP at /mcp, and the
+dashboard at /ui/."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from contextlib import asynccontextmanager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -16,6 +17,7 @@ from ..errors import StoreUnavailable
 from ..inbox import Inbox
 from ..mcp.server import InboxServer
 from ..metrics import CONTENT_TYPE, Metrics
+from .dashboard import create_dashboard
 from .ingress import PATHS, Ingress
 from .oauth import oauth_routes
 
@@ -39,9 +41,15 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
         counts = await inbox.store.counts()
         return Response(metrics.render(counts, await inbox.stats()), media_type=CONTENT_TYPE)
 
+    async def to_dashboard(request: Request) -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
     routes: list[Route | Mount] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/", to_dashboard, methods=["GET"]),
+        Route("/ui", to_dashboard, methods=["GET"]),
+        Mount("/ui", app=create_dashboard(inbox, "/ui")),
     ]
 
     @asynccontextmanager
