@@ -20,6 +20,8 @@ class Dialect:
 
     lock_row: str  # appended to a SELECT of the row a write transaction is about to change
     skip_locked: str  # appended to a SELECT of rows to claim, so concurrent claimers take different ones
+    text_match: str  # a condition on events: its search_text holds every term of the `?` full-text query
+    text_query: Callable[[Sequence[str]], str]  # that query, from the words searched for (each a prefix)
 
 
 class Transaction(Protocol):
