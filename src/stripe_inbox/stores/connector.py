@@ -22,6 +22,7 @@ class Dialect:
     skip_locked: str  # appended to a SELECT of rows to claim, so concurrent claimers take different ones
     text_match: str  # a condition on events: its search_text holds every term of the `?` full-text query
     text_query: Callable[[Sequence[str]], str]  # that query, from the words searched for (each a prefix)
+    in_seq_order: str  # after a table name: read it in seq order, whatever index a range would suggest
 
 
 class Transaction(Protocol):

@@ -145,6 +145,12 @@ class EventQuery:
     livemode: bool | None = None
 
     @property
+    def ranged(self) -> bool:
+        """Whether an amount or time range is set: how many it matches tells how best to read a page."""
+        bounds = (self.amount_gte, self.amount_lte, self.created_after, self.created_before)
+        return any(bound is not None for bound in bounds)
+
+    @property
     def searches(self) -> bool:
         """Whether any search filter is set: its total is then counted, up to SEARCH_COUNT_CAP."""
         searched = (self.object_id, self.email, self.currency, self.amount_gte, self.amount_lte)
