@@ -143,8 +143,9 @@ class Inbox:
             object_id=object_id.strip() if object_id and object_id.strip() else None,
             email=email.strip().lower() if email and email.strip() else None,
             currency=code,
-            amount_gte=None if least is None or code is None else minor_units(least, code, round_up=True),
-            amount_lte=None if most is None or code is None else minor_units(most, code, round_up=False),
+            # Without a currency no event holds an amount: the bound matches nothing, whatever its units.
+            amount_gte=None if least is None else minor_units(least, code or "usd", round_up=True),
+            amount_lte=None if most is None else minor_units(most, code or "usd", round_up=False),
             created_after=after,
             created_before=before,
             livemode=livemode,

@@ -52,6 +52,9 @@ class PostgresConnector:
         skip_locked=" FOR UPDATE SKIP LOCKED",
         # The terms as they are, no dictionary: the expression of the GIN index events_search.
         text_match=f"{SEARCH_VECTOR} @@ CAST(? AS tsquery)",
+        text_source="events",
+        text_seq="seq",
+        text_index="events",
         text_query=lambda words: " & ".join(f"'{word}':*" for word in words),
         in_seq_order="",  # its planner knows from its statistics how broad a range is
     )

@@ -74,14 +74,19 @@ class SqlStore:
                 query.limit,
             )
             return [stored_event(row) for row in rows]
-        # A search picks its page's seqs first, so only those rows are read whole. A range that matches
-        # more than a count's worth of events is read in seq order, where the page is met at once; a
-        # narrower one through its index, sorting the few seqs it matches.
-        broad = query.ranged and await self.count_events(query) > SEARCH_COUNT_CAP
-        source = f"events{self.db.dialect.in_seq_order}" if broad else "events"
+        # A search picks its page's seqs first, so only those rows are read whole. Full text is read from
+        # its index, in seq order. A range that matches more than a count's worth of events is read in seq
+        # order, where the page is met at once; a narrower one through its index, sorting the few it matches.
+        dialect, seq = self.db.dialect, "seq"
+        if query.words:
+            source, seq = dialect.text_source, dialect.text_seq
+        elif query.ranged and await self.count_events(query) > SEARCH_COUNT_CAP:
+            source = f"events{dialect.in_seq_order}"
+        else:
+            source = "events"
         rows = await self.db.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT seq FROM {source} {_sql_where(where)} "
-            f"ORDER BY seq {order} LIMIT ?) ORDER BY seq {order}",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT {seq} FROM {source} {_sql_where(where)} "
+            f"ORDER BY {seq} {order} LIMIT ?) ORDER BY seq {order}",
             *parameters,
             query.limit,
         )
@@ -91,8 +96,11 @@ class SqlStore:
         """How many events match; for a search, up to SEARCH_COUNT_CAP + 1."""
         where, parameters = _where(query, self.db.dialect)
         if query.searches:
+            source = "events"
+            if query.words:
+                source = self.db.dialect.text_index if len(where) == 1 else self.db.dialect.text_source
             rows = await self.db.fetch(
-                f"SELECT count(*) FROM (SELECT 1 FROM events {_sql_where(where)} LIMIT ?) AS matched",
+                f"SELECT count(*) FROM (SELECT 1 FROM {source} {_sql_where(where)} LIMIT ?) AS matched",
                 *parameters,
                 SEARCH_COUNT_CAP + 1,
             )

@@ -51,7 +51,10 @@ class SQLiteConnector:
     dialect = Dialect(  # BEGIN IMMEDIATE: one writer at a time holds the file
         lock_row="",
         skip_locked="",
-        text_match="seq IN (SELECT rowid FROM event_search WHERE event_search MATCH ?)",
+        text_match="event_search MATCH ?",
+        text_source="event_search JOIN events ON events.seq = event_search.rowid",
+        text_seq="event_search.rowid",
+        text_index="event_search",  # counting its matches alone skips a read of each event's row
         text_query=lambda words: " AND ".join(f'"{word}"*' for word in words),
         # SQLite keeps no statistics of a range's width: it would sort every match of a broad one.
         in_seq_order=" NOT INDEXED",
