@@ -41,7 +41,7 @@ SEARCH_INDEXES = f"""
         FOR EACH STATEMENT EXECUTE FUNCTION unrelate_deleted_events();
 """
 
-MIGRATIONS: list[str | SearchFacts] = [
+MIGRATIONS: list[str] = [
     """
     CREATE TABLE events (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

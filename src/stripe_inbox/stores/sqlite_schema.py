@@ -40,7 +40,7 @@ SEARCH_INDEXES = """
     END;
 """
 
-MIGRATIONS: list[str | SearchFacts] = [
+MIGRATIONS: list[str] = [
     """
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
