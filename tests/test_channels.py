@@ -299,5 +299,5 @@ def test_bad_channel_config_names_the_key(
 def test_outbox_table_has_no_secrets_column() -> None:
     from stripe_inbox.stores.sqlite_schema import MIGRATIONS
 
-    schema = "".join(MIGRATIONS).lower()
+    schema = "".join(MIGRATIONS).lower().replace("tokenize", "").replace("tokenchars", "")  # full-text options
     assert "url" not in schema.replace("tracker_url", "") and "token" not in schema and "password" not in schema
