@@ -66,7 +66,11 @@ async def test_surface_is_listed(server: InboxServer, mode: str) -> None:
         resources = {str(r.uri) for r in (await client.list_resources()).resources}
         assert resources == {"stripe://events/pending", "stripe://stats"}
         templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
-        assert templates == {"stripe://events/{event_id}", "stripe://customers/{customer_id}/events"}
+        assert templates == {
+            "stripe://events/{event_id}",
+            "stripe://customers/{customer_id}/events",
+            "stripe://objects/{object_id}/events",
+        }
         assert {p.name for p in (await client.list_prompts()).prompts} == {
             "triage_inbox",
             "draft_customer_email",

@@ -40,6 +40,7 @@ HINTS = {
     "claim_events": (False, False, False, False),  # every call leases more events
     "ack_event": (False, False, True, False),
     "backfill_events": (False, False, True, True),  # Stripe's Events API; known events are not added again
+    "get_timeline": (True, False, True, False),
 }
 
 

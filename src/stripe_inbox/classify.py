@@ -91,7 +91,13 @@ def kind_of(event_type: str) -> Kind:
     return KINDS[max(prefixes, key=len)] if prefixes else OTHER
 
 
-def classify(event: dict[str, Any], policy: Policy | None = None, rules: list[Rule] | None = None) -> Classification:
+def classify(
+    event: dict[str, Any],
+    policy: Policy | None = None,
+    rules: list[Rule] | None = None,
+    superseded_by: str | None = None,
+) -> Classification:
+    """`superseded_by`: a later event that resolved this one (resolution.py), which leaves nothing to do."""
     event_type = str(event.get("type", ""))
     event_id = str(event.get("id", ""))
     obj = data_object(event)
@@ -115,7 +121,14 @@ def classify(event: dict[str, Any], policy: Policy | None = None, rules: list[Ru
         "customer": facts.get("customer") or "",
         "amount": facts.get("amount_display") or "",
     }
-    if rule is not None and rule.actions is not None:
+    if superseded_by is not None:
+        summary = f"{summary} (resolved by {superseded_by})"
+        priority = "low"
+        note = f"resolved by {superseded_by}"
+        actions = [
+            SuggestedAction(tool="ack_event", arguments={"event_id": event_id, "outcome": "ignored", "note": note})
+        ]
+    elif rule is not None and rule.actions is not None:
         actions = [
             SuggestedAction(tool=a.tool, arguments=_render(a.tool, a.arguments, event_id, values)) for a in rule.actions
         ]

@@ -24,9 +24,9 @@ import anyio
 import httpx
 
 from . import __version__
-from .errors import ConfigError, InboxError, NotFound
+from .errors import ConfigError, InboxError, InvalidArgument, NotFound
 from .inbox import Inbox, open_inbox
-from .models import OUTCOMES, PRIORITIES, Approval, DeliveryState
+from .models import OUTCOMES, PRIORITIES, Approval, DeliveryState, EventSummary
 from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
 from .stores import is_postgres_url
 from .stripe.samples import SAMPLES, sample_event
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         args.run(args)
     except ConfigError as error:
         sys.exit(f"stripe-inbox: configuration error: {error}")
+    except InvalidArgument as error:  # a usage error, as argparse's own are
+        print(f"stripe-inbox: {error}", file=sys.stderr)
+        sys.exit(2)
     except InboxError as error:
         sys.exit(f"stripe-inbox: {error}")
     except KeyboardInterrupt:
@@ -106,6 +109,17 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--account", help="a Connect account, acct_…")
     listing.add_argument("--limit", type=_positive, default=20)
     listing.add_argument("--json", action="store_true", help="print the page as JSON")
+    listing.add_argument("--query", help="full text: ids (or their ends), e-mails, names, descriptions, messages")
+    listing.add_argument("--object", metavar="ID", help="any Stripe id the event is about: in_…, pi_…, ch_…, sub_…")
+    listing.add_argument("--email")
+    listing.add_argument("--amount-gte", type=float, metavar="AMOUNT", help="in major units, e.g. 500")
+    listing.add_argument("--amount-lte", type=float, metavar="AMOUNT")
+    listing.add_argument("--currency", help="e.g. usd (needed with an amount when the events hold several)")
+    listing.add_argument("--created-after", metavar="WHEN", help="ISO 8601 date or date-time (UTC if no offset)")
+    listing.add_argument("--created-before", metavar="WHEN")
+    listing.add_argument(
+        "--livemode", nargs="?", const="true", choices=["true", "false"], help="live events only, or test (false)"
+    )
     show = command("show", _events_show, "show one event with its state and audit trail", events)
     show.add_argument("event_id", metavar="ID")
     show.add_argument("--json", action="store_true")
@@ -115,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     ack.add_argument("--note")
     prune = command("prune", _events_prune, "delete acked events older than some days", events)
     prune.add_argument("--acked-older-than", type=float, required=True, metavar="DAYS")
+    timeline = command("timeline", _events_timeline, "every event about a Stripe object, oldest first", events)
+    timeline.add_argument("object_id", metavar="ID", help="in_…, pi_…, ch_…, sub_…, du_…, cs_…")
+    timeline.add_argument("--json", action="store_true")
 
     register = command("register", _register, "create this inbox's webhook endpoint on Stripe, keep its secret")
     register.add_argument(
@@ -347,7 +364,22 @@ def _trigger(args: argparse.Namespace) -> None:
 
 def _events_list(args: argparse.Namespace) -> None:
     async def work(inbox: Inbox) -> None:
-        page = await inbox.list_events(args.status, args.type, args.customer, args.account, args.limit)
+        page = await inbox.list_events(
+            args.status,
+            args.type,
+            args.customer,
+            args.account,
+            args.limit,
+            query=args.query,
+            object_id=args.object,
+            email=args.email,
+            amount_gte=args.amount_gte,
+            amount_lte=args.amount_lte,
+            currency=args.currency,
+            created_after=args.created_after,
+            created_before=args.created_before,
+            livemode=None if args.livemode is None else args.livemode == "true",
+        )
         if args.json:
             print(page.model_dump_json(indent=2))
             return
@@ -360,7 +392,7 @@ def _events_list(args: argparse.Namespace) -> None:
             for e in page.events
         ]
         _table(("ID", "TYPE", "STATUS", "RECEIVED (UTC)", "AMOUNT", "CUSTOMER"), rows)
-        print(f"{len(page.events)} of {page.total} {which}events")
+        print(f"{len(page.events)} of {page.total}{'' if page.total_exact else '+'} {which}events")
 
     _with_inbox(args, work)
 
@@ -410,6 +442,31 @@ def _events_prune(args: argparse.Namespace) -> None:
         print(f"deleted {deleted} acked events older than {args.acked_older_than:g} days")
 
     _with_inbox(args, work)
+
+
+def _events_timeline(args: argparse.Namespace) -> None:
+    async def work(inbox: Inbox) -> None:
+        timeline = await inbox.timeline(args.object_id)
+        if args.json:
+            print(timeline.model_dump_json(indent=2))
+            return
+        if not timeline.events:
+            print(f"no events about {timeline.object_id}")
+            return
+        rows = [
+            (f"{e.created:%Y-%m-%d %H:%M:%S}", e.id, e.type, e.status, e.amount or "", _resolution_note(e))
+            for e in timeline.events
+        ]
+        _table(("CREATED (UTC)", "ID", "TYPE", "STATUS", "AMOUNT", "NOTE"), rows)
+        more = " (the first 1000)" if timeline.truncated else ""
+        print(f"{len(timeline.events)} events about {timeline.object_id}{more}")
+
+    _with_inbox(args, work)
+
+
+def _resolution_note(summary: EventSummary) -> str:
+    notes = [f"resolved by {summary.superseded_by}"] if summary.superseded_by else []
+    return ", ".join(notes + (["arrived late"] if summary.stale else []))
 
 
 def _delivery(state: DeliveryState) -> str:

@@ -19,6 +19,7 @@ from .approvals import AWAITING, DECLINED, Consent, needs_confirmation, where_to
 from .classify import classify
 from .errors import DeliveryRejected, InvalidArgument, NotFound
 from .events import EventFilter, IncomingEvent
+from .filters import check_amount, currency_code, epoch, minor_units, query_words
 from .models import (
     OUTCOMES,
     PRIORITIES,
@@ -30,18 +31,22 @@ from .models import (
     DeliveryStatus,
     EventDetail,
     EventPage,
+    EventSummary,
     NotifyResult,
     Stats,
     TicketResult,
+    Timeline,
     WaitResult,
     utc,
 )
 from .settings import Settings
 from .stores import Audit, DeliveryKind, EventQuery, Store, StoredEvent, open_store
+from .stores.search import SEARCH_COUNT_CAP
 from .stripe import signature
 from .stripe.api import StripeAPI, StripeAPIError
 
 MAX_PAGE = 100
+MAX_TIMELINE = 1000
 MAX_WAIT_SECONDS = 300
 MIN_LEASE_SECONDS, MAX_LEASE_SECONDS = 1, 3600
 DeliveryResult = Literal["stored", "duplicate", "filtered"]
@@ -101,6 +106,16 @@ class Inbox:
         account: str | None = None,
         limit: int = 20,
         cursor: str | None = None,
+        *,
+        query: str | None = None,
+        object_id: str | None = None,
+        email: str | None = None,
+        amount_gte: float | None = None,
+        amount_lte: float | None = None,
+        currency: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        livemode: bool | None = None,
     ) -> EventPage:
         if status not in ("pending", "acked", "all"):
             raise InvalidArgument(f"status must be 'pending', 'acked' or 'all', not {status!r}")
@@ -108,7 +123,16 @@ class Inbox:
             raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
         if cursor is not None and not cursor.isdigit():
             raise InvalidArgument(f"cursor {cursor!r} is not one that list_events returned")
-        query = EventQuery(
+        after, before = epoch("created_after", created_after), epoch("created_before", created_before)
+        if after is not None and before is not None and after >= before:
+            raise InvalidArgument(f"created_after {created_after!r} must be before created_before {created_before!r}")
+        least, most = check_amount("amount_gte", amount_gte), check_amount("amount_lte", amount_lte)
+        if least is not None and most is not None and least > most:
+            raise InvalidArgument(f"amount_gte {amount_gte} must not be more than amount_lte {amount_lte}")
+        code = currency_code(currency)
+        if code is None and (least is not None or most is not None):
+            code = await self._only_currency("amount_gte" if least is not None else "amount_lte")
+        selection = EventQuery(
             status=None if status == "all" else status,  # type: ignore[arg-type]
             type=type or None,
             customer=customer or None,
@@ -117,14 +141,51 @@ class Inbox:
             after=None if cursor is None else int(cursor),
             # The work queue reads oldest first; history reads newest first.
             newest_first=status != "pending",
+            words=query_words(query),
+            object_id=object_id.strip() if object_id and object_id.strip() else None,
+            email=email.strip().lower() if email and email.strip() else None,
+            currency=code,
+            # Without a currency no event holds an amount: the bound matches nothing, whatever its units.
+            amount_gte=None if least is None else minor_units(least, code or "usd", round_up=True),
+            amount_lte=None if most is None else minor_units(most, code or "usd", round_up=False),
+            created_after=after,
+            created_before=before,
+            livemode=livemode,
         )
-        rows = await self.store.list_events(query)
-        total = await self.store.count_events(query)
+        rows = await self.store.list_events(selection)
+        total = await self.store.count_events(selection)
         page = rows[:limit]
+        capped = selection.searches and total > SEARCH_COUNT_CAP
         return EventPage(
-            events=[row.summary() for row in page],
-            total=total,
+            events=await self.summaries(page),
+            total=SEARCH_COUNT_CAP if capped else total,
+            total_exact=not capped,
             next_cursor=str(page[-1].seq) if len(rows) > limit else None,
+        )
+
+    async def _only_currency(self, argument: str) -> str | None:
+        """The currency an amount without one must be in: the only one the events hold."""
+        held = await self.store.currencies()
+        if len(held) > 1:
+            raise InvalidArgument(
+                f"{argument} needs currency: the events hold amounts in several currencies ({', '.join(held)}, ...)"
+            )
+        return held[0] if held else None
+
+    async def summaries(self, events: Sequence[StoredEvent]) -> list[EventSummary]:
+        """The events' summaries, each with what resolved it and whether it came late (one read for all)."""
+        resolved = await self.store.resolutions(events) if events else {}
+        return [event.summary(resolved.get(event.id)) for event in events]
+
+    async def timeline(self, object_id: str) -> Timeline:
+        """Every event about an object, oldest first (by Stripe's time, then arrival)."""
+        if not object_id.strip():
+            raise InvalidArgument("object_id must not be empty")
+        rows = await self.store.timeline(object_id.strip(), MAX_TIMELINE + 1)
+        return Timeline(
+            object_id=object_id.strip(),
+            events=await self.summaries(rows[:MAX_TIMELINE]),
+            truncated=len(rows) > MAX_TIMELINE,
         )
 
     async def event(self, event_id: str) -> StoredEvent:
@@ -182,12 +243,14 @@ class Inbox:
 
     # -- acting ----------------------------------------------------------------------------------
 
-    def triage(self, stored: StoredEvent) -> Classification:
+    def triage(self, stored: StoredEvent, superseded_by: str | None = None) -> Classification:
         """The classification under the configured policy, without storing it."""
-        return classify(stored.body(), self.settings.policy, self.settings.rules)
+        return classify(stored.body(), self.settings.policy, self.settings.rules, superseded_by)
 
     async def classify(self, event_id: str, actor: str) -> Classification:
-        result = self.triage(await self.event(event_id))
+        stored = await self.event(event_id)
+        resolution = (await self.store.resolutions([stored]))[event_id]
+        result = self.triage(stored, resolution.superseded_by)
         await self.store.set_classification(
             event_id, result, time.time(), Audit(actor, "classify", {"event_id": event_id})
         )
@@ -278,7 +341,7 @@ class Inbox:
         now = time.time()
         claimed = await self.store.claim_events(holder, limit, lease_seconds, now)
         return ClaimResult(
-            events=[event.summary() for event in claimed],
+            events=await self.summaries(claimed),
             lease_expires_at=utc(now + lease_seconds),
             pending=await self.store.count_events(EventQuery()),
         )

@@ -32,6 +32,8 @@ class EventSummary(BaseModel):
     account: str | None = Field(default=None, description="Connect account")
     object_id: str | None = Field(default=None, description="id of data.object")
     amount: str | None = Field(default=None, description="e.g. 'USD 49.00'")
+    superseded_by: str | None = Field(default=None, description="a later event that resolved this one")
+    stale: bool = Field(default=False, description="arrived after a newer event about its object")
 
 
 class EventState(BaseModel):
@@ -145,7 +147,14 @@ class EventDetail(BaseModel):
 class EventPage(BaseModel):
     events: list[EventSummary]
     total: int = Field(description="how many events match, across all pages")
+    total_exact: bool = Field(default=True, description="false: a search matched more than total (10000)")
     next_cursor: str | None = Field(default=None, description="pass as cursor for the next page")
+
+
+class Timeline(BaseModel):
+    object_id: str
+    events: list[EventSummary] = Field(description="oldest first")
+    truncated: bool = Field(default=False, description="more than 1000 events: the first 1000")
 
 
 class AckResult(BaseModel):

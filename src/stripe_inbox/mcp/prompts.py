@@ -18,14 +18,25 @@ def register_prompts(server: MCPServer, inbox: Inbox, boundary: Boundary) -> Non
     async def triage_inbox() -> str:
         """Work through the pending events under the configured policy."""
         page = await inbox.list_events(status="pending", limit=TRIAGE_PREVIEW)
-        lines = []
+        lines, resolved = [], []
         for summary in page.events:
+            if summary.superseded_by is not None:
+                resolved.append(f"- {summary.id} {summary.type}: resolved by {summary.superseded_by}")
+                continue
             stored = await inbox.event(summary.id)
             triage = stored.stored_classification() or inbox.triage(stored)
             suggested = ", ".join(action.tool for action in triage.suggested_actions)
-            lines.append(f"- {summary.id} {summary.type}: [{triage.priority}] {triage.summary} -> {suggested}")
-        more = f"\n(and {page.total - len(lines)} more)" if page.total > len(lines) else ""
-        queue = "\n".join(lines) + more if lines else "(none: call wait_for_events to wait for new ones)"
+            late = " (arrived after a newer event about its object)" if summary.stale else ""
+            lines.append(f"- {summary.id} {summary.type}: [{triage.priority}] {triage.summary}{late} -> {suggested}")
+        shown = len(lines) + len(resolved)
+        more = f"\n(and {page.total - shown} more)" if page.total > shown else ""
+        idle = "(none needing work)" if resolved else "(none: call wait_for_events to wait for new ones)"
+        queue = "\n".join(lines) + more if lines else idle
+        if resolved:
+            queue += (
+                "\n\nAlready resolved by a later event about the same object: do not chase these, ack_event each "
+                'with outcome "ignored" and note "resolved by <that event>":\n' + "\n".join(resolved)
+            )
         return (
             f"{inbox.settings.policy.instructions}\n\n"
             f"There are {page.total} pending events, oldest first, with their triage:\n{queue}\n\n"

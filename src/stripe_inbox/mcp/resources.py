@@ -7,7 +7,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from ..inbox import MAX_PAGE, Inbox
-from ..models import EventDetail, Stats
+from ..models import EventDetail, Stats, Timeline
 from .boundary import Boundary
 
 PENDING_URI = "stripe://events/pending"
@@ -30,7 +30,7 @@ def register_resources(server: MCPServer, inbox: Inbox, boundary: Boundary) -> N
     @boundary.resource
     async def pending_events() -> dict[str, Any]:
         page = await inbox.list_events(status="pending", limit=MAX_PAGE)
-        return page.model_dump(mode="json", exclude={"next_cursor"})
+        return page.model_dump(mode="json", exclude={"next_cursor", "total_exact"})
 
     @server.resource(
         event_uri("{event_id}"),
@@ -65,3 +65,14 @@ def register_resources(server: MCPServer, inbox: Inbox, boundary: Boundary) -> N
     @boundary.resource
     async def stats() -> Stats:
         return await inbox.stats()
+
+    @server.resource(
+        "stripe://objects/{object_id}/events",
+        name="object_events",
+        title="A Stripe object's timeline",
+        mime_type=JSON,
+        description="Every event about an object (in_, pi_, ch_, sub_, du_…) and those referring to it, oldest first.",
+    )
+    @boundary.resource
+    async def object_events(object_id: str) -> Timeline:
+        return await inbox.timeline(object_id)

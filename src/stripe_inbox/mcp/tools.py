@@ -25,6 +25,7 @@ from ..models import (
     Priority,
     Stats,
     TicketResult,
+    Timeline,
     WaitResult,
 )
 from ..stripe.api import StripeAPI
@@ -83,9 +84,34 @@ class InboxTools:
         account: Annotated[str | None, Field(description="Connect account, acct_...")] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 20,
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        query: Annotated[str | None, Field(description="words, ids (or their ends), e-mails, names, messages")] = None,
+        object_id: Annotated[str | None, Field(description="any id it is about: in_, pi_, ch_, sub_, du_...")] = None,
+        email: str | None = None,
+        amount_gte: Annotated[float | None, Field(description="major units")] = None,
+        amount_lte: float | None = None,
+        currency: Annotated[str | None, Field(description="e.g. usd; needed if several")] = None,
+        created_after: Annotated[str | None, Field(description="ISO 8601, UTC if no offset")] = None,
+        created_before: str | None = None,
+        livemode: bool | None = None,
     ) -> EventPage:
-        """Events in the inbox: pending ones oldest first (the work queue), others newest first."""
-        return await self.inbox.list_events(status, type, customer, account, limit, cursor)
+        """Events in the inbox: pending ones oldest first (the work queue), others newest first. Filters combine."""
+        return await self.inbox.list_events(
+            status,
+            type,
+            customer,
+            account,
+            limit,
+            cursor,
+            query=query,
+            object_id=object_id,
+            email=email,
+            amount_gte=amount_gte,
+            amount_lte=amount_lte,
+            currency=currency,
+            created_after=created_after,
+            created_before=created_before,
+            livemode=livemode,
+        )
 
     # A thin event's full event is fetched from Stripe's API.
     @tool(
@@ -193,6 +219,13 @@ class InboxTools:
         days nor since, continues where the last backfill ended. Needs STRIPE_API_KEY."""
         api = StripeAPI(self.inbox.settings.api_key, self.inbox.settings.api_base)
         return await backfill(self.inbox, api, start_of(since, days), undelivered_only)
+
+    @tool("Object timeline", READS_THE_INBOX, outlined={"events": "as list_events returns them"})
+    async def get_timeline(
+        self, object_id: Annotated[str, Field(description="in_, pi_, ch_, sub_, du_, cs_...")]
+    ) -> Timeline:
+        """Every event about a Stripe object, and those that refer to it, oldest first: what happened to it."""
+        return await self.inbox.timeline(object_id)
 
 
 def inbox_tools(inbox: Inbox, boundary: Boundary) -> list[Tool]:

@@ -18,6 +18,7 @@ from ..models import (
     Ticket,
     utc,
 )
+from ..resolution import Resolution
 
 AddOutcome = Literal["stored", "duplicate"]
 EventKind = Literal["snapshot", "thin"]
@@ -49,11 +50,12 @@ class StoredEvent:
     related_object: dict[str, Any] | None
     claimed_by: str | None  # the agent holding a lease on it, until claim_expires_at
     claim_expires_at: float | None
+    object_status: str | None
 
     def body(self) -> dict[str, Any]:
         return json.loads(self.payload)
 
-    def summary(self) -> EventSummary:
+    def summary(self, resolution: Resolution | None = None) -> EventSummary:
         return EventSummary(
             id=self.id,
             type=self.type,
@@ -66,6 +68,8 @@ class StoredEvent:
             account=self.account,
             object_id=self.object_id,
             amount=None if self.amount is None or self.currency is None else format_amount(self.amount, self.currency),
+            superseded_by=resolution.superseded_by if resolution else None,
+            stale=resolution.stale if resolution else False,
         )
 
     def check_claim(self, holder: str | None, now: float) -> None:
@@ -129,3 +133,26 @@ class EventQuery:
     limit: int = 20
     after: int | None = None  # keyset cursor: the seq of the last event already seen
     newest_first: bool = False
+    # Search (stores/search.py): amounts in minor units, times in epoch seconds, `words` as indexing cuts them.
+    words: tuple[str, ...] = ()
+    object_id: str | None = None
+    email: str | None = None
+    currency: str | None = None
+    amount_gte: int | None = None
+    amount_lte: int | None = None
+    created_after: int | None = None
+    created_before: int | None = None
+    livemode: bool | None = None
+
+    @property
+    def ranged(self) -> bool:
+        """Whether an amount or time range is set: how many it matches tells how best to read a page."""
+        bounds = (self.amount_gte, self.amount_lte, self.created_after, self.created_before)
+        return any(bound is not None for bound in bounds)
+
+    @property
+    def searches(self) -> bool:
+        """Whether any search filter is set: its total is then counted, up to SEARCH_COUNT_CAP."""
+        searched = (self.object_id, self.email, self.currency, self.amount_gte, self.amount_lte)
+        timed = (self.created_after, self.created_before, self.livemode)
+        return bool(self.words) or any(value is not None for value in searched + timed)

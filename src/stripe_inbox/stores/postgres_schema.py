@@ -6,8 +6,42 @@ from __future__ import annotations
 import asyncpg
 
 from ..errors import StoreUnavailable
+from .search import SearchFacts, backfill_search_facts
 
-MIGRATIONS = [
+# The full-text document: the terms indexing.findable wrote, taken as they are (no parser, no dictionary).
+SEARCH_VECTOR = "array_to_tsvector(string_to_array(search_text, ' '))"
+SEARCH_COLUMNS = """
+    ALTER TABLE events ADD COLUMN email TEXT, ADD COLUMN object_status TEXT,
+        ADD COLUMN search_text TEXT NOT NULL DEFAULT '', ADD COLUMN related_ids TEXT NOT NULL DEFAULT '[]';
+"""
+# The ids each event is about (event_objects) are kept by a trigger, once per insert statement.
+SEARCH_INDEXES = f"""
+    CREATE TABLE event_objects (object_id TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (object_id, seq));
+    INSERT INTO event_objects SELECT DISTINCT jsonb_array_elements_text(related_ids::jsonb), seq FROM events;
+    CREATE INDEX events_email ON events (email, seq) WHERE email IS NOT NULL;
+    CREATE INDEX events_amount ON events (currency, amount);
+    CREATE INDEX events_created ON events (created);
+    CREATE INDEX events_search ON events USING GIN ({SEARCH_VECTOR});
+    CREATE FUNCTION relate_inserted_events() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO event_objects SELECT DISTINCT jsonb_array_elements_text(related_ids::jsonb), seq FROM inserted
+        ON CONFLICT DO NOTHING;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION unrelate_deleted_events() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM event_objects o USING (SELECT jsonb_array_elements_text(related_ids::jsonb) AS object_id, seq
+                                           FROM deleted) AS d
+        WHERE o.object_id = d.object_id AND o.seq = d.seq;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_related AFTER INSERT ON events REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION relate_inserted_events();
+    CREATE TRIGGER events_unrelated AFTER DELETE ON events REFERENCING OLD TABLE AS deleted
+        FOR EACH STATEMENT EXECUTE FUNCTION unrelate_deleted_events();
+"""
+
+MIGRATIONS: list[str] = [
     """
     CREATE TABLE events (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -189,6 +223,9 @@ MIGRATIONS = [
     """
     CREATE INDEX events_received_at ON events (received_at);
     """,
+    SEARCH_COLUMNS,
+    SearchFacts(),  # the new columns of the events already stored, read from their payloads
+    SEARCH_INDEXES,
 ]
 
 
@@ -208,5 +245,23 @@ async def migrate(db: asyncpg.Connection) -> None:
                 f"({len(MIGRATIONS)}); upgrade stripe-inbox"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await db.execute(script)
+            if isinstance(script, SearchFacts):
+                await backfill_search_facts(PostgresMigration(db))
+            else:
+                await db.execute(script)
             await db.execute("INSERT INTO stripe_inbox_schema (version) VALUES ($1)", number)
+
+
+class PostgresMigration:
+    def __init__(self, db: asyncpg.Connection) -> None:
+        self._db = db
+
+    async def fetch(self, sql: str, *parameters: object) -> list[tuple[object, ...]]:
+        from .postgres import numbered  # which imports this module
+
+        return [tuple(row) for row in await self._db.fetch(numbered(sql), *parameters)]
+
+    async def execute_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        from .postgres import numbered
+
+        await self._db.executemany(numbered(sql), rows)

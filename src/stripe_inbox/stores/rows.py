@@ -12,7 +12,7 @@ from .interface import StoredEvent
 EVENT_COLUMNS = (
     "seq, id, type, created, livemode, customer, account, object_id, amount, currency, payload, status, "
     "received_at, last_delivery_at, deliveries, acked_at, outcome, note, classification, kind, related_object, "
-    "claimed_by, claim_expires_at"
+    "claimed_by, claim_expires_at, object_status"
 )
 DELIVERY_COLUMNS = "d.target, d.status, d.attempts, d.reason, d.next_attempt_at, d.finished_at"
 TICKET_SELECT = (

@@ -26,8 +26,9 @@ from ..models import (
     Ticket,
     utc,
 )
+from ..resolution import Fact, Resolution, resolve
 from .changes import ChangeCursor
-from .connector import Connector, Transaction
+from .connector import Connector, Dialect, Transaction
 from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 from .oauth_records import OAUTH_TOKEN_COLUMNS, NewOAuthToken, OAuthCode, OAuthRequest, OAuthToken, oauth_token
 from .rows import (
@@ -40,6 +41,7 @@ from .rows import (
     stored_event,
     ticket,
 )
+from .search import SEARCH_COUNT_CAP, search_where
 
 CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set of ids
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
@@ -84,20 +86,49 @@ class SqlStore:
         return [stored_event(row) for row in rows]
 
     async def list_events(self, query: EventQuery) -> list[StoredEvent]:
-        where, parameters = _where(query)
+        where, parameters = _where(query, self.db.dialect)
         if query.after is not None:
             where.append("seq < ?" if query.newest_first else "seq > ?")
             parameters.append(query.after)
         order = "DESC" if query.newest_first else "ASC"
+        if not query.searches:
+            rows = await self.db.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM events {_sql_where(where)} ORDER BY seq {order} LIMIT ?",
+                *parameters,
+                query.limit,
+            )
+            return [stored_event(row) for row in rows]
+        # A search picks its page's seqs first, so only those rows are read whole. Full text is read from
+        # its index, in seq order. A range that matches more than a count's worth of events is read in seq
+        # order, where the page is met at once; a narrower one through its index, sorting the few it matches.
+        dialect, seq = self.db.dialect, "seq"
+        if query.words:
+            source, seq = dialect.text_source, dialect.text_seq
+        elif query.ranged and await self.count_events(query) > SEARCH_COUNT_CAP:
+            source = f"events{dialect.in_seq_order}"
+        else:
+            source = "events"
         rows = await self.db.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events {_sql_where(where)} ORDER BY seq {order} LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT {seq} FROM {source} {_sql_where(where)} "
+            f"ORDER BY {seq} {order} LIMIT ?) ORDER BY seq {order}",
             *parameters,
             query.limit,
         )
         return [stored_event(row) for row in rows]
 
     async def count_events(self, query: EventQuery) -> int:
-        where, parameters = _where(query)
+        """How many events match; for a search, up to SEARCH_COUNT_CAP + 1."""
+        where, parameters = _where(query, self.db.dialect)
+        if query.searches:
+            source = "events"
+            if query.words:
+                source = self.db.dialect.text_index if len(where) == 1 else self.db.dialect.text_source
+            rows = await self.db.fetch(
+                f"SELECT count(*) FROM (SELECT 1 FROM {source} {_sql_where(where)} LIMIT ?) AS matched",
+                *parameters,
+                SEARCH_COUNT_CAP + 1,
+            )
+            return int(rows[0][0])
         # Totals come from the counts the triggers keep; a customer's or account's events through their index.
         if query.customer or query.account:
             source = "count(*) FROM events"
@@ -105,6 +136,36 @@ class SqlStore:
             source = "CAST(coalesce(sum(n), 0) AS BIGINT) FROM event_counts"
         rows = await self.db.fetch(f"SELECT {source} {_sql_where(where)}", *parameters)
         return int(rows[0][0])
+
+    async def timeline(self, object_id: str, limit: int) -> list[StoredEvent]:
+        """The events about an object, oldest first by Stripe's time, then arrival."""
+        rows = await self.db.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT seq FROM event_objects WHERE object_id = ?) "
+            "ORDER BY created, seq LIMIT ?",
+            object_id,
+            limit,
+        )
+        return [stored_event(row) for row in rows]
+
+    async def resolutions(self, events: Sequence[StoredEvent]) -> dict[str, Resolution]:
+        """Each event's superseded_by and stale, from one read of the events about the same objects."""
+        facts = [_fact(event) for event in events]
+        objects = sorted({fact.object_id for fact in facts if fact.object_id is not None})
+        if not objects:
+            return resolve(facts, [])
+        rows = await self.db.fetch(
+            "SELECT e.id, e.type, e.object_id, e.object_status, e.created, e.seq FROM event_objects o "
+            f"JOIN events e ON e.seq = o.seq WHERE o.object_id IN ({', '.join(['?'] * len(objects))}) "
+            "AND e.object_id = o.object_id AND e.created >= ?",
+            *objects,
+            min(fact.created for fact in facts),
+        )
+        return resolve(facts, [Fact(*row) for row in rows])
+
+    async def currencies(self) -> list[str]:
+        """The lowest and highest currency the stored amounts are in: one when they agree, none without amounts."""
+        rows = await self.db.fetch("SELECT (SELECT min(currency) FROM events), (SELECT max(currency) FROM events)")
+        return sorted({currency for currency in rows[0] if currency is not None})
 
     async def tickets(self, event_id: str) -> list[Ticket]:
         return await _tickets(self.db, "t.event_id = ?", event_id)
@@ -749,7 +810,7 @@ async def _approval(db: Transaction | Connector, row: Any) -> Approval:
     )
 
 
-def _where(query: EventQuery) -> tuple[list[str], list[Any]]:
+def _where(query: EventQuery, dialect: Dialect) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     parameters: list[Any] = []
     for column in FILTER_COLUMNS:
@@ -757,7 +818,12 @@ def _where(query: EventQuery) -> tuple[list[str], list[Any]]:
         if value is not None:
             where.append(f"{column} = ?")
             parameters.append(value)
-    return where, parameters
+    searched, values = search_where(query, dialect)
+    return where + searched, parameters + values
+
+
+def _fact(event: StoredEvent) -> Fact:
+    return Fact(event.id, event.type, event.object_id, event.object_status, event.created, event.seq)
 
 
 def _sql_where(where: list[str]) -> str:

@@ -8,8 +8,39 @@ import sqlite3
 import aiosqlite
 
 from ..errors import StoreUnavailable
+from .search import SearchFacts, backfill_search_facts
 
-MIGRATIONS = [
+# What search reads of an event, as columns, and the ids each event is about (event_objects), kept by
+# triggers; the full-text index reads search_text from events (FTS5 external content).
+SEARCH_COLUMNS = """
+    ALTER TABLE events ADD COLUMN email TEXT;
+    ALTER TABLE events ADD COLUMN object_status TEXT;
+    ALTER TABLE events ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+    ALTER TABLE events ADD COLUMN related_ids TEXT NOT NULL DEFAULT '[]';
+"""
+SEARCH_INDEXES = """
+    CREATE TABLE event_objects (object_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (object_id, seq))
+        WITHOUT ROWID;
+    INSERT OR IGNORE INTO event_objects SELECT value, seq FROM events, json_each(events.related_ids);
+    CREATE INDEX events_email ON events (email, seq) WHERE email IS NOT NULL;
+    CREATE INDEX events_amount ON events (currency, amount);
+    CREATE INDEX events_created ON events (created);
+    CREATE VIRTUAL TABLE event_search USING fts5(
+        search_text, content = 'events', content_rowid = 'seq',
+        tokenize = "unicode61 remove_diacritics 0 tokenchars '_@.+-'"
+    );
+    INSERT INTO event_search (event_search) VALUES ('rebuild');
+    CREATE TRIGGER events_search_insert AFTER INSERT ON events BEGIN
+        INSERT INTO event_search (rowid, search_text) VALUES (NEW.seq, NEW.search_text);
+        INSERT OR IGNORE INTO event_objects SELECT value, NEW.seq FROM json_each(NEW.related_ids);
+    END;
+    CREATE TRIGGER events_search_delete AFTER DELETE ON events BEGIN
+        INSERT INTO event_search (event_search, rowid, search_text) VALUES ('delete', OLD.seq, OLD.search_text);
+        DELETE FROM event_objects WHERE seq = OLD.seq AND object_id IN (SELECT value FROM json_each(OLD.related_ids));
+    END;
+"""
+
+MIGRATIONS: list[str] = [
     """
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -191,6 +222,9 @@ MIGRATIONS = [
     """
     CREATE INDEX events_received_at ON events (received_at);
     """,
+    SEARCH_COLUMNS,
+    SearchFacts(),  # the new columns of the events already stored, read from their payloads
+    SEARCH_INDEXES,
 ]
 
 
@@ -205,13 +239,28 @@ async def migrate(db: aiosqlite.Connection) -> None:
                 f"({len(MIGRATIONS)}); upgrade stripe-inbox"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in _statements(script):
-                await db.execute(statement)
+            if isinstance(script, SearchFacts):
+                await backfill_search_facts(SQLiteMigration(db))
+            else:
+                for statement in _statements(script):
+                    await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {number}")
         await db.execute("COMMIT")
     except BaseException:
         await db.execute("ROLLBACK")
         raise
+
+
+class SQLiteMigration:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def fetch(self, sql: str, *parameters: object) -> list[tuple[object, ...]]:
+        async with self._db.execute(sql, parameters) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    async def execute_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        await self._db.executemany(sql, rows)
 
 
 def _statements(script: str) -> list[str]:

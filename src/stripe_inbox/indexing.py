@@ -1,0 +1,95 @@
+"""What search knows of an event, taken from its object at parse time: the ids it is about, its e-mail, and
+the words people search for (ids, e-mails, names, descriptions, failure and decline messages, metadata
+values), never the whole JSON. Queries are cut into words by the same rules, so both databases match alike."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+# An event is about its own object and about these, when its object refers to them.
+REFERENCE_FIELDS = ("invoice", "payment_intent", "charge", "subscription")
+EMAIL_FIELDS = ("email", "customer_email", "receipt_email")
+NAME_FIELDS = ("name", "customer_name", "description", "statement_descriptor", "failure_message", "failure_code")
+NESTED_FIELDS = ("billing_details", "customer_details", "shipping")  # each may hold an email and a name
+ERROR_FIELDS = ("last_payment_error", "last_setup_error", "cancellation_details", "outcome")
+ERROR_TEXT = ("message", "code", "decline_code", "reason", "feedback", "comment", "seller_message")
+ID_FIELDS = ("customer", "payment_method", "latest_charge", "latest_invoice", "dispute", "refund")
+MAX_LINES = 5  # an invoice's first line descriptions
+MAX_TERMS = 200
+WORD = re.compile(r"[\w@.+-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Findable:
+    email: str | None
+    related_ids: tuple[str, ...]  # the object's own id first
+    text: str  # the terms full-text search indexes, space-separated
+
+
+def findable(event_id: str, obj: dict[str, Any], account: str | None) -> Findable:
+    own = obj.get("id")
+    related = [own] if isinstance(own, str) and own else []
+    for name in REFERENCE_FIELDS:
+        referred = _id(obj.get(name))
+        if referred and referred not in related:
+            related.append(referred)
+    emails = [value for name in EMAIL_FIELDS if isinstance(value := obj.get(name), str) and "@" in value]
+    texts = [event_id, account, *related, *emails]
+    texts += [_id(obj.get(name)) for name in ID_FIELDS]
+    texts += [obj.get(name) for name in NAME_FIELDS]
+    for name in NESTED_FIELDS:
+        nested = obj.get(name)
+        if isinstance(nested, dict):
+            email = nested.get("email")
+            if isinstance(email, str) and "@" in email:
+                emails.append(email)
+            texts += [email, nested.get("name")]
+    for name in ERROR_FIELDS:
+        error = obj.get(name)
+        if isinstance(error, dict):
+            texts += [error.get(field) for field in ERROR_TEXT]
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        texts += list(metadata.values())
+    lines = obj.get("lines")
+    if isinstance(lines, dict) and isinstance(lines.get("data"), list):
+        texts += [line.get("description") for line in lines["data"][:MAX_LINES] if isinstance(line, dict)]
+    if obj.get("object") == "dispute":
+        texts.append(obj.get("reason"))
+    return Findable(
+        email=emails[0].strip().lower() if emails else None,
+        related_ids=tuple(related),
+        text=" ".join(terms(text for text in texts if isinstance(text, str))),
+    )
+
+
+def terms(texts: Iterable[str]) -> list[str]:
+    """The distinct indexed terms of some texts: each word lowercased, and every tail of it after an
+    underscore or an @, so that the end of an id (`1NxAbc` of `in_1NxAbc`), a decline code's last word or an
+    e-mail's domain is found as well as the whole."""
+    found: dict[str, None] = {}
+    for text in texts:
+        for word in words(text):
+            found[word] = None
+            for index, character in enumerate(word):
+                if character in "_@" and index + 1 < len(word):
+                    found[word[index + 1 :]] = None
+            if len(found) >= MAX_TERMS:
+                return list(found)
+    return list(found)
+
+
+def words(text: str) -> list[str]:
+    """A text's words as search cuts them: runs of letters, digits and `_@.+-`, lowercased, without the
+    punctuation a sentence ends them with."""
+    cut = (word.strip(".-+") for word in WORD.findall(text.lower()))
+    return [word for word in cut if word]
+
+
+def _id(value: Any) -> str | None:
+    if isinstance(value, dict):  # an expanded object
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
