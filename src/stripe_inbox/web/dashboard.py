@@ -293,12 +293,8 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
 
 
 async def _timeline(inbox: Inbox, object_id: str | None) -> list[EventSummary] | None:
-    """Every event about the event's object, where the inbox keeps timelines."""
-    timeline = getattr(inbox, "timeline", None)
-    if timeline is None or object_id is None:
-        return None
-    found = await timeline(object_id)
-    return list(getattr(found, "events", found))
+    """Every event about the event's object."""
+    return None if object_id is None else (await inbox.timeline(object_id)).events
 
 
 def _url(path: str, values: Mapping[str, str], fixed: Mapping[str, str]) -> str:
