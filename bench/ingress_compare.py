@@ -1,10 +1,10 @@
-"""Ingress throughput of this tree against another commit's, side by side: rounds that run each one in
-turn (with bare and naive as the yardsticks), so the machine's drift falls on both alike.
+"""Ingress throughput of this tree against other commits', side by side: rounds that run each one in
+turn (with bare and naive as the yardsticks), so the machine's drift falls on all alike.
 
     git worktree add --detach /tmp/before HEAD~1
-    .venv/bin/python bench/ingress_compare.py /tmp/before/src [--rounds 3] [--connections 16 64]
+    .venv/bin/python bench/ingress_compare.py /tmp/before/src [more src folders …] [--rounds 3] [--connections 16 64]
 
-Prints every run and each server's median, and the ratio of medians this tree / the other.
+Prints every run and each server's median, and the ratio of medians this tree / each other one.
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("baseline", type=Path, help="the src/ folder of the other commit's tree")
+    parser.add_argument("baselines", type=Path, nargs="+", help="the src/ folders of the other commits' trees")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--events", type=int, default=100_000)
     args = parser.parse_args()
-    contenders = {
-        "bare": ("bare", None),
-        "naive": ("naive", None),
-        "before": ("stripe-inbox", args.baseline.resolve()),
-        "after": ("stripe-inbox", HERE.parent / "src"),
-    }
+    contenders: dict[str, tuple[str, Path | None]] = {"bare": ("bare", None), "naive": ("naive", None)}
+    for baseline in args.baselines:  # named by the folder above src/
+        contenders[baseline.resolve().parent.name] = ("stripe-inbox", baseline.resolve())
+    contenders["this"] = ("stripe-inbox", HERE.parent / "src")
     rps: dict[tuple[str, int], list[int]] = {}
     for round_number in range(1, args.rounds + 1):
         for connections in args.connections:
@@ -39,7 +37,7 @@ def main() -> None:
                 result = run(kind, connections, args.duration, args.events, src=src)
                 rps.setdefault((name, connections), []).append(result["rps"])
                 print(
-                    f"round {round_number}  c={connections:<3} {name:<7} {result['rps']:>6} /s  "
+                    f"round {round_number}  c={connections:<3} {name:<12} {result['rps']:>6} /s  "
                     f"p50 {result['p50_us'] / 1000:.1f} ms  p99 {result['p99_us'] / 1000:.1f} ms",
                     flush=True,
                 )
@@ -49,9 +47,7 @@ def main() -> None:
         print(
             f"  c={connections:<3} "
             + "  ".join(f"{name} {value:,.0f}" for name, value in median.items())
-            + f"  after/before {median['after'] / median['before']:.2f}"
-            + f"  after/bare {median['after'] / median['bare']:.0%}"
-            + f"  after/naive {median['after'] / median['naive']:.1f}x"
+            + "".join(f"  this/{name} {median['this'] / median[name]:.2f}" for name in contenders if name != "this")
         )
 
 
