@@ -23,7 +23,7 @@ serve: $(VENV)/.installed
 
 test: $(VENV)/.installed $(NODE_TOOLS)
 	$(BIN)/ruff check $(LINTED)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check $(LINTED)
