@@ -85,6 +85,7 @@ class InboxServer(MCPServer):
             group.start_soon(self.inbox.follow_changes)
             group.start_soon(publish)
             group.start_soon(self.inbox.outbox.run)
+            group.start_soon(self.inbox.forwarder.run)
             yield
             group.cancel_scope.cancel()
 

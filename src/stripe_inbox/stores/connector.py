@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..events import IncomingEvent
+from .forwarding import ForwardRoute
 from .interface import AddOutcome
 
 Row = Sequence[Any]
@@ -30,6 +31,8 @@ class Transaction(Protocol):
 
 class Connector(Protocol):
     dialect: Dialect
+    # Which destinations take which new events: add_events queues their forwards in the same transaction.
+    forward_routes: tuple[ForwardRoute, ...]
 
     async def fetch(self, sql: str, *parameters: Any) -> list[Row]:
         """A read outside any transaction; StoreUnavailable when the database does not answer."""

@@ -17,6 +17,7 @@ from ..events import IncomingEvent
 from ..models import AuditEntry, Classification, DeliveryStatus, Notification, Outcome, Priority, Ticket
 from .changes import ChangeCursor
 from .connector import Connector, Transaction
+from .forwarding import ForwardingStore
 from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 from .rows import (
     AUDIT_SELECT,
@@ -37,7 +38,7 @@ FILTER_COLUMNS = ("status", "type", "customer", "account")
 CREATOR_ATTEMPT_SECONDS = 60.0
 
 
-class SqlStore:
+class SqlStore(ForwardingStore):
     def __init__(self, connector: Connector) -> None:
         self.db = connector
         self._watchers: set[anyio.Event] = set()  # change watchers waiting in this process
@@ -116,7 +117,7 @@ class SqlStore:
     async def delivery_counts(self) -> dict[str, int]:
         """Outgoing actions by delivery status."""
         counts = dict.fromkeys(("queued", "sending", "sent", "failed"), 0)
-        rows = await self.db.fetch("SELECT status, count(*) FROM deliveries GROUP BY status")
+        rows = await self.db.fetch("SELECT status, count(*) FROM deliveries WHERE kind != 'forward' GROUP BY status")
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
@@ -273,8 +274,8 @@ class SqlStore:
         a lease that lapses frees them again."""
         if of is None:
             chosen = (
-                "SELECT id FROM deliveries WHERE (status = 'queued' AND next_attempt_at <= ?) "
-                "OR (status = 'sending' AND lease_until < ?) ORDER BY next_attempt_at LIMIT ?"
+                "SELECT id FROM deliveries WHERE kind != 'forward' AND ((status = 'queued' AND next_attempt_at <= ?) "
+                "OR (status = 'sending' AND lease_until < ?)) ORDER BY next_attempt_at LIMIT ?"
             )
             parameters: tuple[Any, ...] = (now, now, limit)
         else:
@@ -341,7 +342,7 @@ class SqlStore:
     async def next_delivery_at(self) -> float | None:
         rows = await self.db.fetch(
             "SELECT min(CASE status WHEN 'queued' THEN next_attempt_at ELSE lease_until END) FROM deliveries "
-            "WHERE status IN ('queued', 'sending')"
+            "WHERE kind != 'forward' AND status IN ('queued', 'sending')"
         )
         return rows[0][0]
 

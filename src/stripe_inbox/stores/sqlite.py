@@ -7,6 +7,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ import anyio.to_thread
 from ..errors import StoreUnavailable
 from ..events import IncomingEvent
 from .connector import Dialect, Row
+from .forwarding import ForwardRoute, forward_rows
 from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
 from .interface import AddOutcome
 from .sqlite_schema import migrate
@@ -32,6 +34,7 @@ INSERT_EVENTS = f"""
 """
 INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_CHANGES = "INSERT INTO changes (event_id) VALUES {values}"
+INSERT_FORWARDS = "INSERT INTO deliveries (kind, target, event_id, next_attempt_at, created_at) VALUES {values}"
 CHECKPOINT_SECONDS = 1.0
 
 
@@ -50,6 +53,7 @@ class SQLiteTransaction:
 class SQLiteConnector:
     dialect = Dialect(lock_row="", skip_locked="")  # BEGIN IMMEDIATE: one writer at a time holds the file
     poll_seconds = 0.2
+    forward_routes: tuple[ForwardRoute, ...] = ()
 
     def __init__(
         self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, lock_timeout_seconds: float
@@ -129,7 +133,7 @@ class SQLiteConnector:
             while (first := self._ingest.get()) is not None:
                 batch = take_batch(first, self._ingest)
                 try:
-                    results: list[list[AddOutcome]] | Exception = _insert(db, batch)
+                    results: list[list[AddOutcome]] | Exception = _insert(db, batch, self.forward_routes)
                 except Exception as error:  # a failed commit fails every delivery in it
                     results = error
                 loop.call_soon_threadsafe(settle, batch, results)
@@ -172,8 +176,11 @@ async def _connect(path: str, lock_timeout_seconds: float) -> aiosqlite.Connecti
     return db
 
 
-def _insert(db: sqlite3.Connection, batch: list[IngestItem]) -> list[list[AddOutcome]]:
-    """One transaction for every delivery queued in `batch`; each caller's answers in its own list."""
+def _insert(
+    db: sqlite3.Connection, batch: list[IngestItem], routes: tuple[ForwardRoute, ...]
+) -> list[list[AddOutcome]]:
+    """One transaction for every delivery queued in `batch`, with the forwards of the events it stores; each
+    caller's answers in its own list."""
     deliveries = [(events, received_at) for events, received_at, _ in batch]
     rows = insert_rows(deliveries)
     db.execute("BEGIN IMMEDIATE")
@@ -183,6 +190,12 @@ def _insert(db: sqlite3.Connection, batch: list[IngestItem]) -> list[list[AddOut
             [value for row in rows for value in row],
         ).fetchall()
         db.execute(INSERT_CHANGES.format(values=", ".join(["(?)"] * len(rows))), [row[0] for row in rows])
+        if forwards := forward_rows(rows, returned, routes):
+            at = time.time()
+            db.execute(
+                INSERT_FORWARDS.format(values=", ".join(["('forward', ?, ?, ?, ?)"] * len(forwards))),
+                [value for destination, event_id in forwards for value in (destination, event_id, at, at)],
+            )
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

@@ -36,7 +36,8 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
 
     async def metrics_endpoint(request: Request) -> Response:
         counts = await inbox.store.counts()
-        return Response(metrics.render(counts, await inbox.stats()), media_type=CONTENT_TYPE)
+        forwards = await inbox.store.forward_counts()
+        return Response(metrics.render(counts, await inbox.stats(), forwards), media_type=CONTENT_TYPE)
 
     routes: list[Route | Mount] = [
         Route("/healthz", healthz, methods=["GET"]),

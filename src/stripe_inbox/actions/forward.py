@@ -1,0 +1,228 @@
+"""Forwarding to the handlers people already run: the [[forward]] destinations, the request each gets (the exact
+stored bytes, signed in Stripe's own scheme with the destination's secret, so `stripe.Webhook.construct_event`
+accepts it unchanged), and the delivery loop every server process runs over the outbox's forwards."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+from ..errors import StoreUnavailable
+from ..events import check_patterns
+from ..stores.forwarding import ForwardDelivery, ForwardOutcome, Health, PausePolicy
+from ..stripe.signature import sign
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..stores import Store
+
+log = logging.getLogger("stripe_inbox.forward")
+
+USER_AGENT = "stripe-inbox (forwarding a Stripe webhook)"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+IN_FLIGHT_PER_DESTINATION = 32  # a slow destination holds at most this many; the others keep their own
+ROUND_SECONDS = 0.02  # outcomes and claims are written once per round, not once per forward
+LEASE_SECONDS = 120.0  # longer than the longest timeout_seconds, so a live sender keeps its claim
+IDLE_POLL_SECONDS = 1.0  # how soon forwards queued by another process (SQLite) are noticed
+RELEASE_SECONDS = 5.0  # at shutdown, how long handing unanswered forwards back may take
+ERROR_BODY_CHARS = 200
+
+
+class ForwardDestination(BaseModel):
+    """A `[[forward]]` table: an existing webhook handler that gets every new event its patterns take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="how replays and the outbox name it")
+    url: HttpUrl
+    events: list[str] = Field(default_factory=lambda: ["*"])
+    secret_env: str = Field(description="environment variable holding the destination's whsec_… secret")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, patterns: list[str]) -> list[str]:
+        return check_patterns(patterns)
+
+    def secrets(self) -> list[str]:
+        """The signing secrets, read from the environment at start-up and kept in memory only; several
+        (comma-separated) sign with each, as Stripe does while a secret is being rolled."""
+        return [entry.strip() for entry in os.environ.get(self.secret_env, "").split(",")]
+
+
+def signature_header(payload: bytes, secrets: Sequence[str], timestamp: int | None = None) -> str:
+    """`t=…,v1=…[,v1=…]`: one signature per secret, all over the same timestamp."""
+    moment = int(time.time()) if timestamp is None else timestamp
+    first, *more = secrets
+    return sign(payload, first, moment) + "".join(
+        "," + sign(payload, secret, moment).split(",", 1)[1] for secret in more
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How a destination answered one POST."""
+
+    status_code: int | None  # None: no answer (timeout, connection refused)
+    latency_ms: float
+    error: str | None  # None when it took the event (2xx)
+
+
+async def post_signed(
+    client: httpx.AsyncClient, url: str, payload: bytes, secrets: Sequence[str], timeout: float
+) -> Answer:
+    """POST the exact bytes with a fresh signature. Anything but a 2xx is a failure, as Stripe counts it."""
+    headers = {
+        "Content-Type": "application/json",
+        "Stripe-Signature": signature_header(payload, secrets),
+        "User-Agent": USER_AGENT,
+    }
+    started = time.perf_counter()
+    try:
+        response = await client.post(url, content=payload, headers=headers, timeout=timeout)
+    except httpx.TimeoutException:
+        return Answer(None, _since(started), f"timed out after {timeout:g} s")
+    except httpx.TransportError as error:
+        return Answer(None, _since(started), f"cannot connect: {type(error).__name__}")
+    latency = _since(started)
+    if 200 <= response.status_code < 300:
+        return Answer(response.status_code, latency, None)
+    return Answer(response.status_code, latency, f"HTTP {response.status_code}: {response.text[:ERROR_BODY_CHARS]}")
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class Forwarder:
+    """Delivers the outbox's forwards, concurrently, from whichever server processes run: each round records the
+    answers that came in and claims what is due, in one transaction; a destination that keeps failing is paused
+    and probed without slowing the others."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.policy = settings.outbox
+        self.pause = PausePolicy(settings.outbox.pause_after_failures, settings.outbox.pause_seconds)
+        self.destinations = {destination.name: destination for destination in settings.forward}
+        self._secrets = {destination.name: destination.secrets() for destination in settings.forward}
+        self._in_flight: Counter[str] = Counter()
+        self._sending: set[int] = set()
+        self._outcomes: list[ForwardOutcome] = []
+        self._wake = anyio.Event()
+
+    async def run(self) -> None:
+        """Forward whatever falls due, forever; several processes may run this on one inbox."""
+        connections = IN_FLIGHT_PER_DESTINATION * max(1, len(self.destinations))
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        try:
+            async with httpx.AsyncClient(limits=limits) as client, anyio.create_task_group() as group:
+                while True:
+                    started = time.monotonic()
+                    try:
+                        next_at = await self._round(client, group)
+                    except StoreUnavailable as error:
+                        log.warning("forward: %s; retrying", error)
+                        next_at = None
+                    await self._wait(next_at, started)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
+                await self._stop()
+
+    async def _round(self, client: httpx.AsyncClient, group: anyio.abc.TaskGroup) -> float | None:
+        """Record the answers in, claim what is due; returns when a forward next falls due, if known."""
+        now = time.time()
+        due, health = await self.store.forward_schedule()
+        wanted, next_at = {}, None
+        for destination, at in due.items():
+            free = IN_FLIGHT_PER_DESTINATION - self._in_flight[destination]
+            at = max(at, health.get(destination, Health()).resumes_at() or 0.0)
+            if at <= now and free > 0:
+                wanted[destination] = free
+            elif free > 0:
+                next_at = at if next_at is None else min(next_at, at)
+        outcomes, self._outcomes = self._outcomes, []
+        if not wanted and not outcomes:
+            return next_at
+        try:
+            claimed = await self.store.forward_round(outcomes, wanted, now, LEASE_SECONDS, self.pause)
+        except BaseException:
+            self._outcomes = outcomes + self._outcomes
+            raise
+        for delivery in claimed:
+            self._in_flight[delivery.destination] += 1
+            self._sending.add(delivery.id)
+            group.start_soon(self._send, client, delivery)
+        return now if claimed else next_at
+
+    async def _wait(self, next_at: float | None, started: float) -> None:
+        """Until a forward is answered, a commit queues more, or `next_at`; at least ROUND_SECONDS after `started`."""
+        timeout = IDLE_POLL_SECONDS if next_at is None else min(max(next_at - time.time(), 0), IDLE_POLL_SECONDS)
+        if not self._outcomes:
+            with self.store.waking(self._wake), anyio.move_on_after(timeout):
+                await self._wake.wait()
+        self._wake = anyio.Event()
+        await anyio.sleep(max(0.0, ROUND_SECONDS - (time.monotonic() - started)))
+
+    async def _send(self, client: httpx.AsyncClient, delivery: ForwardDelivery) -> None:
+        try:
+            destination = self.destinations.get(delivery.destination)
+            if destination is None:
+                error = f"destination {delivery.destination!r} is no longer configured"
+                outcome = ForwardOutcome(delivery, "failed", None, None, error, None, time.time(), health=False)
+            else:
+                answer = await post_signed(
+                    client,
+                    str(destination.url),
+                    delivery.payload,
+                    self._secrets[destination.name],
+                    destination.timeout_seconds,
+                )
+                outcome = self._outcome(delivery, answer)
+            self._outcomes.append(outcome)
+            self._sending.discard(delivery.id)
+            if outcome.status != "sent":
+                log.info(
+                    "forward: %s to %s, attempt %d: %s (%s)",
+                    delivery.event_id,
+                    delivery.destination,
+                    delivery.attempts,
+                    outcome.status,
+                    outcome.error,
+                )
+        finally:
+            self._in_flight[delivery.destination] -= 1
+            self._wake.set()
+
+    def _outcome(self, delivery: ForwardDelivery, answer: Answer) -> ForwardOutcome:
+        now = time.time()
+        if answer.error is None:
+            status, next_attempt_at = "sent", None
+        elif delivery.attempts >= self.policy.max_attempts:
+            status, next_attempt_at = "failed", None
+        else:
+            delay = self.policy.retry_base_seconds * 2 ** (delivery.attempts - 1)
+            status, next_attempt_at = "queued", now + min(delay, self.policy.retry_max_seconds)
+        return ForwardOutcome(
+            delivery, status, answer.status_code, round(answer.latency_ms, 3), answer.error, next_attempt_at, now
+        )
+
+    async def _stop(self) -> None:
+        """Record the answers already in and hand back the forwards still unanswered, so a restart sends them at
+        once instead of after their lease."""
+        try:
+            if self._outcomes:
+                await self.store.forward_round(self._outcomes, {}, time.time(), LEASE_SECONDS, self.pause)
+                self._outcomes = []
+            await self.store.release_forwards(sorted(self._sending))
+        except StoreUnavailable as error:
+            log.warning("forward: could not record the last answers: %s", error)
