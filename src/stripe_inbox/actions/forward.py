@@ -4,11 +4,14 @@ accepts it unchanged), and the delivery loop every server process runs over the 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,11 +31,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stripe_inbox.forward")
 
+# httpcore tries `import sniffio` on every request to learn which event loop runs it, and falls back to asyncio
+# when that fails. Newer anyio no longer brings sniffio, and a failed import is not cached: each request paid for a
+# search of sys.path (~1 ms under load). None in sys.modules makes the import fail at once, with the same fallback.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+
 USER_AGENT = "stripe-inbox (forwarding a Stripe webhook)"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-IN_FLIGHT_PER_DESTINATION = 32  # a slow destination holds at most this many; the others keep their own
-ROUND_SECONDS = 0.02  # outcomes and claims are written once per round, not once per forward
-LEASE_SECONDS = 120.0  # longer than the longest timeout_seconds, so a live sender keeps its claim
+# Requests in flight to one destination, each on a kept-alive connection of that destination's own pool (httpx
+# looks at every connection of a pool for each request, so a much larger one costs more than it gives).
+IN_FLIGHT_PER_DESTINATION = 8
+# Forwards claimed per destination ahead of the requests, so one round's claim keeps the connections busy until the
+# next round; a slow or paused destination holds no more than this, the others keep their own.
+CLAIMED_AHEAD = 64
+ROUND_SECONDS = 0.01  # outcomes and claims are written once per round, not once per forward
+LEASE_MARGIN_SECONDS = 30.0
 IDLE_POLL_SECONDS = 1.0  # how soon forwards queued by another process (SQLite) are noticed
 RELEASE_SECONDS = 5.0  # at shutdown, how long handing unanswered forwards back may take
 ERROR_BODY_CHARS = 200
@@ -115,21 +129,31 @@ class Forwarder:
         self.pause = PausePolicy(settings.outbox.pause_after_failures, settings.outbox.pause_seconds)
         self.destinations = {destination.name: destination for destination in settings.forward}
         self._secrets = {destination.name: destination.secrets() for destination in settings.forward}
-        self._in_flight: Counter[str] = Counter()
+        self._claimed: Counter[str] = Counter()  # claimed and not yet answered, per destination
+        self._slots = {name: anyio.Semaphore(IN_FLIGHT_PER_DESTINATION) for name in self.destinations}
+        slowest = max((destination.timeout_seconds for destination in settings.forward), default=10.0)
+        # Long enough for a live sender to work through what it claimed, even at the slowest destination's timeout.
+        self.lease_seconds = slowest * (CLAIMED_AHEAD / IN_FLIGHT_PER_DESTINATION + 1) + LEASE_MARGIN_SECONDS
+        self._retired: set[str] = set()  # destinations with forwards queued that are no longer configured
         self._sending: set[int] = set()
         self._outcomes: list[ForwardOutcome] = []
         self._wake = anyio.Event()
 
     async def run(self) -> None:
         """Forward whatever falls due, forever; several processes may run this on one inbox."""
-        connections = IN_FLIGHT_PER_DESTINATION * max(1, len(self.destinations))
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        limits = httpx.Limits(
+            max_connections=IN_FLIGHT_PER_DESTINATION, max_keepalive_connections=IN_FLIGHT_PER_DESTINATION
+        )
         try:
-            async with httpx.AsyncClient(limits=limits) as client, anyio.create_task_group() as group:
+            async with AsyncExitStack() as stack, anyio.create_task_group() as group:
+                clients = {  # one pool per destination: a slow one's connections are not in the others' way
+                    name: await stack.enter_async_context(httpx.AsyncClient(limits=limits))
+                    for name in self.destinations
+                }
                 while True:
                     started = time.monotonic()
                     try:
-                        next_at = await self._round(client, group)
+                        next_at = await self._round(clients, group)
                     except StoreUnavailable as error:
                         log.warning("forward: %s; retrying", error)
                         next_at = None
@@ -138,31 +162,39 @@ class Forwarder:
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
                 await self._stop()
 
-    async def _round(self, client: httpx.AsyncClient, group: anyio.abc.TaskGroup) -> float | None:
-        """Record the answers in, claim what is due; returns when a forward next falls due, if known."""
+    async def _round(self, clients: dict[str, httpx.AsyncClient], group: anyio.abc.TaskGroup) -> float | None:
+        """Record the answers in and claim what is due, in one write; returns when a forward next falls due, if
+        known. While answers come in, the write is due anyway and claims whatever room each destination has; only
+        an idle round reads first whether there is anything to do."""
         now = time.time()
-        due, health = await self.store.forward_schedule()
-        wanted, next_at = {}, None
-        for destination, at in due.items():
-            free = IN_FLIGHT_PER_DESTINATION - self._in_flight[destination]
-            at = max(at, health.get(destination, Health()).resumes_at() or 0.0)
-            if at <= now and free > 0:
-                wanted[destination] = free
-            elif free > 0:
-                next_at = at if next_at is None else min(next_at, at)
         outcomes, self._outcomes = self._outcomes, []
-        if not wanted and not outcomes:
-            return next_at
+        next_at = None
+        if outcomes:
+            wanted = {name: CLAIMED_AHEAD - self._claimed[name] for name in [*self.destinations, *self._retired]}
+        else:
+            due, health = await self.store.forward_schedule()
+            wanted = {}
+            for destination, at in due.items():
+                at = max(at, health.get(destination, Health()).resumes_at() or 0.0)
+                if destination not in self.destinations:
+                    self._retired.add(destination)
+                if at > now:
+                    next_at = at if next_at is None else min(next_at, at)
+                elif self._claimed[destination] < CLAIMED_AHEAD:
+                    wanted[destination] = CLAIMED_AHEAD - self._claimed[destination]
+            if not wanted:
+                return next_at
+        wanted = {name: room for name, room in wanted.items() if room > 0}
         try:
-            claimed = await self.store.forward_round(outcomes, wanted, now, LEASE_SECONDS, self.pause)
+            claimed = await self.store.forward_round(outcomes, wanted, now, self.lease_seconds, self.pause)
         except BaseException:
             self._outcomes = outcomes + self._outcomes
             raise
         for delivery in claimed:
-            self._in_flight[delivery.destination] += 1
+            self._claimed[delivery.destination] += 1
             self._sending.add(delivery.id)
-            group.start_soon(self._send, client, delivery)
-        return now if claimed else next_at
+            group.start_soon(self._send, clients.get(delivery.destination), delivery)
+        return now if claimed or outcomes else next_at
 
     async def _wait(self, next_at: float | None, started: float) -> None:
         """Until a forward is answered, a commit queues more, or `next_at`; at least ROUND_SECONDS after `started`."""
@@ -173,20 +205,21 @@ class Forwarder:
         self._wake = anyio.Event()
         await anyio.sleep(max(0.0, ROUND_SECONDS - (time.monotonic() - started)))
 
-    async def _send(self, client: httpx.AsyncClient, delivery: ForwardDelivery) -> None:
+    async def _send(self, client: httpx.AsyncClient | None, delivery: ForwardDelivery) -> None:
         try:
             destination = self.destinations.get(delivery.destination)
-            if destination is None:
+            if destination is None or client is None:
                 error = f"destination {delivery.destination!r} is no longer configured"
                 outcome = ForwardOutcome(delivery, "failed", None, None, error, None, time.time(), health=False)
             else:
-                answer = await post_signed(
-                    client,
-                    str(destination.url),
-                    delivery.payload,
-                    self._secrets[destination.name],
-                    destination.timeout_seconds,
-                )
+                async with self._slots[destination.name]:
+                    answer = await post_signed(
+                        client,
+                        str(destination.url),
+                        delivery.payload,
+                        self._secrets[destination.name],
+                        destination.timeout_seconds,
+                    )
                 outcome = self._outcome(delivery, answer)
             self._outcomes.append(outcome)
             self._sending.discard(delivery.id)
@@ -200,7 +233,7 @@ class Forwarder:
                     outcome.error,
                 )
         finally:
-            self._in_flight[delivery.destination] -= 1
+            self._claimed[delivery.destination] -= 1
             self._wake.set()
 
     def _outcome(self, delivery: ForwardDelivery, answer: Answer) -> ForwardOutcome:
@@ -221,7 +254,7 @@ class Forwarder:
         once instead of after their lease."""
         try:
             if self._outcomes:
-                await self.store.forward_round(self._outcomes, {}, time.time(), LEASE_SECONDS, self.pause)
+                await self.store.forward_round(self._outcomes, {}, time.time(), self.lease_seconds, self.pause)
                 self._outcomes = []
             await self.store.release_forwards(sorted(self._sending))
         except StoreUnavailable as error:

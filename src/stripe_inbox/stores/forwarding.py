@@ -129,6 +129,8 @@ class ForwardingStore:
 
         def _write(self) -> AbstractAsyncContextManager[Transaction]: ...
 
+        def _committed(self) -> None: ...
+
     def forward_new_events(self, routes: Sequence[ForwardRoute]) -> None:
         """From now on, each new event gets a queued forward, in its own transaction, to each destination of
         `routes` that takes its type."""
@@ -161,9 +163,12 @@ class ForwardingStore:
         pause: PausePolicy,
     ) -> list[ForwardDelivery]:
         """Record `outcomes` and claim up to `wanted[destination]` due forwards for each, for `lease_seconds`, in
-        one transaction; a paused destination gets none, or one probe once its cool-down is over."""
-        async with self._write() as tx:
-            health = await _health(tx, self.db.dialect.lock_row)
+        one transaction (on SQLite, the ingest's next group commit); a paused destination gets none, or one probe
+        once its cool-down is over."""
+        lock_row, skip_locked = self.db.dialect.lock_row, self.db.dialect.skip_locked
+
+        async def work(tx: Transaction) -> list[ForwardDelivery]:
+            health = await _health(tx, lock_row)
             if outcomes:
                 await _record(tx, outcomes)
             changed = set()
@@ -184,7 +189,7 @@ class ForwardingStore:
                 if allowed:
                     claimed += await tx.fetch(
                         f"WITH chosen AS (SELECT id FROM deliveries WHERE {CLAIMABLE} "
-                        f"ORDER BY next_attempt_at, id LIMIT ?{self.db.dialect.skip_locked}) "
+                        f"ORDER BY next_attempt_at, id LIMIT ?{skip_locked}) "
                         "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = ? "
                         "WHERE id IN (SELECT id FROM chosen) RETURNING id, target, event_id, attempts",
                         destination,
@@ -205,11 +210,15 @@ class ForwardingStore:
                     state.probe_until,
                 )
             payloads = await _payloads(tx, sorted({row[2] for row in claimed}))
-        return [
-            ForwardDelivery(row[0], row[1], row[2], row[3], payloads[row[2]])
-            for row in sorted(claimed, key=lambda row: row[0])
-            if row[2] in payloads
-        ]
+            return [
+                ForwardDelivery(row[0], row[1], row[2], row[3], payloads[row[2]])
+                for row in sorted(claimed, key=lambda row: row[0])
+                if row[2] in payloads
+            ]
+
+        claimed = await self.db.write_batched(work)
+        self._committed()
+        return claimed
 
     async def release_forwards(self, delivery_ids: Sequence[int]) -> None:
         """Forwards claimed by a sender that stops before it has an answer: queued again at once, the attempt

@@ -7,7 +7,7 @@ import asyncio
 import functools
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,7 +16,7 @@ import asyncpg
 
 from ..errors import StoreUnavailable
 from ..events import IncomingEvent
-from .connector import Dialect, Row
+from .connector import Dialect, Result, Row
 from .forwarding import ForwardRoute, forward_rows
 from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
 from .interface import AddOutcome
@@ -145,6 +145,10 @@ class PostgresConnector:
                 await db.execute("SELECT pg_notify($1, '')", self._channel)
         except DB_ERRORS as error:
             raise StoreUnavailable(f"the inbox database cannot be written: {error}") from error
+
+    async def write_batched(self, work: Callable[[PostgresTransaction], Coroutine[Any, Any, Result]]) -> Result:
+        async with self.transaction() as tx:
+            return await work(tx)
 
     # -- wake-ups --------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import anyio.to_thread
 
 from ..errors import StoreUnavailable
 from ..events import IncomingEvent
-from .connector import Dialect, Row
+from .connector import Dialect, Result, Row
 from .forwarding import ForwardRoute, forward_rows
 from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
 from .interface import AddOutcome
@@ -50,6 +50,23 @@ class SQLiteTransaction:
         await self._db.execute(sql, parameters)
 
 
+class ImmediateTransaction:
+    """The ingest thread's connection as a Transaction: each statement runs as it is awaited, so a coroutine that
+    awaits nothing else completes without suspending, and the ingest thread can drive it."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    async def fetch(self, sql: str, *parameters: Any) -> list[Row]:
+        return self._db.execute(sql, parameters).fetchall()
+
+    async def execute(self, sql: str, *parameters: Any) -> None:
+        self._db.execute(sql, parameters)
+
+
+Work = tuple[Callable[[ImmediateTransaction], Coroutine[Any, Any, Any]], "asyncio.Future[Any]"]
+
+
 class SQLiteConnector:
     dialect = Dialect(lock_row="", skip_locked="")  # BEGIN IMMEDIATE: one writer at a time holds the file
     poll_seconds = 0.2
@@ -63,6 +80,7 @@ class SQLiteConnector:
         self._write_lock = anyio.Lock()
         # Event inserts, the hot path, skip aiosqlite's hop per statement: a thread of their own batches them.
         self._ingest: queue.SimpleQueue[IngestItem | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Work] = queue.SimpleQueue()  # writes that ride the next group commit
         self._ingest_thread = threading.Thread(
             target=self._ingest_forever,
             args=(path, lock_timeout_seconds, asyncio.get_running_loop()),
@@ -123,6 +141,13 @@ class SQLiteConnector:
         self._ingest.put((list(events), received_at, outcomes))
         return await outcomes
 
+    async def write_batched(self, work: Callable[[ImmediateTransaction], Coroutine[Any, Any, Result]]) -> Result:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Result] = loop.create_future()
+        self._work.put((work, done))
+        self._ingest.put(([], 0.0, loop.create_future()))  # no events: wakes the ingest thread for the work
+        return await done
+
     def _ingest_forever(self, path: str, lock_timeout_seconds: float, loop: asyncio.AbstractEventLoop) -> None:
         """The ingest thread: its own connection, one transaction per batch of whatever is queued."""
         db = sqlite3.connect(path, isolation_level=None, timeout=lock_timeout_seconds, check_same_thread=False)
@@ -132,11 +157,15 @@ class SQLiteConnector:
         try:
             while (first := self._ingest.get()) is not None:
                 batch = take_batch(first, self._ingest)
+                works = _drain(self._work)
+                done: list[tuple[bool, Any]] | Exception
                 try:
-                    results: list[list[AddOutcome]] | Exception = _insert(db, batch, self.forward_routes)
-                except Exception as error:  # a failed commit fails every delivery in it
-                    results = error
+                    results, done = _insert(db, batch, self.forward_routes, works)
+                except Exception as error:  # a failed commit fails every delivery and write in it
+                    results = done = error
                 loop.call_soon_threadsafe(settle, batch, results)
+                if works:
+                    loop.call_soon_threadsafe(_settle_work, works, done)
         finally:
             db.close()
 
@@ -177,28 +206,71 @@ async def _connect(path: str, lock_timeout_seconds: float) -> aiosqlite.Connecti
 
 
 def _insert(
-    db: sqlite3.Connection, batch: list[IngestItem], routes: tuple[ForwardRoute, ...]
-) -> list[list[AddOutcome]]:
-    """One transaction for every delivery queued in `batch`, with the forwards of the events it stores; each
-    caller's answers in its own list."""
+    db: sqlite3.Connection, batch: list[IngestItem], routes: tuple[ForwardRoute, ...], works: list[Work]
+) -> tuple[list[list[AddOutcome]], list[tuple[bool, Any]]]:
+    """One transaction for every delivery queued in `batch`, with the forwards of the events it stores, and the
+    writes in `works`; each caller's answers in its own list, and each write's (succeeded, result or error)."""
     deliveries = [(events, received_at) for events, received_at, _ in batch]
     rows = insert_rows(deliveries)
+    returned: list[Any] = []
+    if not rows and not works:
+        return answers(deliveries, returned), []
     db.execute("BEGIN IMMEDIATE")
     try:
-        returned = db.execute(
-            INSERT_EVENTS.format(values=", ".join([INSERT_VALUES] * len(rows))),
-            [value for row in rows for value in row],
-        ).fetchall()
-        db.execute(INSERT_CHANGES.format(values=", ".join(["(?)"] * len(rows))), [row[0] for row in rows])
+        if rows:
+            returned = db.execute(
+                INSERT_EVENTS.format(values=", ".join([INSERT_VALUES] * len(rows))),
+                [value for row in rows for value in row],
+            ).fetchall()
+            db.execute(INSERT_CHANGES.format(values=", ".join(["(?)"] * len(rows))), [row[0] for row in rows])
         if forwards := forward_rows(rows, returned, routes):
             at = time.time()
             db.execute(
                 INSERT_FORWARDS.format(values=", ".join(["('forward', ?, ?, ?, ?)"] * len(forwards))),
                 [value for destination, event_id in forwards for value in (destination, event_id, at, at)],
             )
+        done = [_run(db, work) for work, _ in works]
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return answers(deliveries, returned)
+    return answers(deliveries, returned), done
+
+
+def _run(db: sqlite3.Connection, work: Callable[[ImmediateTransaction], Coroutine[Any, Any, Any]]) -> tuple[bool, Any]:
+    """One write inside the ingest's transaction, under a savepoint: a write that fails leaves the rest whole."""
+    db.execute("SAVEPOINT work")
+    try:
+        coroutine = work(ImmediateTransaction(db))
+        try:
+            coroutine.send(None)
+        except StopIteration as finished:
+            db.execute("RELEASE work")
+            return True, finished.value
+        coroutine.close()
+        raise RuntimeError("a batched write may await only its transaction")
+    except Exception as error:
+        db.execute("ROLLBACK TO work")
+        db.execute("RELEASE work")
+        return False, error
+
+
+def _drain(work: queue.SimpleQueue[Work]) -> list[Work]:
+    taken = []
+    while not work.empty():
+        taken.append(work.get_nowait())
+    return taken
+
+
+def _settle_work(works: list[Work], done: list[tuple[bool, Any]] | Exception) -> None:
+    for index, (_, future) in enumerate(works):
+        if future.done():
+            continue
+        succeeded, value = (False, done) if isinstance(done, Exception) else done[index]
+        if succeeded:
+            future.set_result(value)
+        elif isinstance(value, sqlite3.Error):
+            future.set_exception(StoreUnavailable(f"the inbox database cannot be written: {value}"))
+        else:
+            future.set_exception(value)
