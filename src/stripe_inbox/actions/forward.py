@@ -47,6 +47,13 @@ IN_FLIGHT_PER_DESTINATION = 8
 CLAIMED_AHEAD = 64
 ROUND_SECONDS = 0.01  # outcomes and claims are written once per round, not once per forward
 LEASE_MARGIN_SECONDS = 30.0
+# Forwarding yields the event loop to the ingress: while deliveries arrive and the loop runs late (a timer fires more
+# than LAG_LIMIT after it was due), the rate at which requests start is halved; while it is on time, it grows back;
+# with no deliveries arriving it is unlimited, so a backlog built in a burst drains at full speed after it.
+LAG_PROBE_SECONDS = 0.01
+LAG_LIMIT_SECONDS = 0.002
+ADJUST_SECONDS = 0.1
+MIN_RATE, MAX_RATE = 20.0, 20_000.0  # requests started per second
 IDLE_POLL_SECONDS = 1.0  # how soon forwards queued by another process (SQLite) are noticed
 RELEASE_SECONDS = 5.0  # at shutdown, how long handing unanswered forwards back may take
 ERROR_BODY_CHARS = 200
@@ -138,6 +145,10 @@ class Forwarder:
         self._sending: set[int] = set()
         self._outcomes: list[ForwardOutcome] = []
         self._wake = anyio.Event()
+        self._rate: float | None = None  # requests started per second; None: as fast as they come
+        self._started = 0
+        self._next_start = 0.0
+        self.arrivals = 0  # events the ingress accepted; Inbox.accept counts them
 
     async def run(self) -> None:
         """Forward whatever falls due, forever; several processes may run this on one inbox."""
@@ -150,6 +161,8 @@ class Forwarder:
                     name: await stack.enter_async_context(httpx.AsyncClient(limits=limits))
                     for name in self.destinations
                 }
+                if self.destinations:
+                    group.start_soon(self._yield_to_the_ingress)
                 while True:
                     started = time.monotonic()
                     try:
@@ -213,6 +226,7 @@ class Forwarder:
                 outcome = ForwardOutcome(delivery, "failed", None, None, error, None, time.time(), health=False)
             else:
                 async with self._slots[destination.name]:
+                    await self._pace()
                     answer = await post_signed(
                         client,
                         str(destination.url),
@@ -235,6 +249,37 @@ class Forwarder:
         finally:
             self._claimed[delivery.destination] -= 1
             self._wake.set()
+
+    async def _pace(self) -> None:
+        """Wait for this request's turn at the current rate; a slow destination's requests hold no turn."""
+        self._started += 1
+        if self._rate is None:
+            return
+        now = time.monotonic()
+        start = max(now, self._next_start)
+        self._next_start = start + 1 / self._rate
+        if start > now:
+            await anyio.sleep(start - now)
+
+    async def _yield_to_the_ingress(self) -> None:
+        """While deliveries arrive: halve the rate while the event loop runs late, grow it back while it is on time
+        (AIMD). Otherwise no limit."""
+        worst, window, started, arrivals = 0.0, time.monotonic(), self._started, self.arrivals
+        while True:
+            before = time.monotonic()
+            await anyio.sleep(LAG_PROBE_SECONDS)
+            now = time.monotonic()
+            worst = max(worst, now - before - LAG_PROBE_SECONDS)
+            if now - window < ADJUST_SECONDS:
+                continue
+            observed = (self._started - started) / (now - window)
+            if self.arrivals == arrivals:
+                self._rate = None
+            elif worst > LAG_LIMIT_SECONDS:
+                self._rate = max(MIN_RATE, min(self._rate or observed, observed) / 2)
+            elif self._rate is not None:
+                self._rate = None if self._rate * 1.25 > MAX_RATE else self._rate * 1.25
+            worst, window, started, arrivals = 0.0, now, self._started, self.arrivals
 
     def _outcome(self, delivery: ForwardDelivery, answer: Answer) -> ForwardOutcome:
         now = time.time()

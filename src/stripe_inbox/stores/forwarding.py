@@ -24,9 +24,17 @@ ForwardRoute = tuple[str, Callable[[str], bool]]  # a destination, and whether i
 FORWARD_COLUMNS = (
     "id, target, status, attempts, status_code, latency_ms, reason, replay, created_at, next_attempt_at, finished_at"
 )
-CLAIMABLE = (
-    "kind = 'forward' AND target = ? AND ((status = 'queued' AND next_attempt_at <= ?) "
-    "OR (status = 'sending' AND lease_until < ?))"
+# Each through deliveries_forward_due (status, target, next_attempt_at): the rows already sent are never read.
+CLAIMABLE = (  # lapsed leases (their sender died), then what is due
+    "SELECT id FROM deliveries WHERE kind = 'forward' AND status = 'sending' AND target = ? AND lease_until < ? "
+    "ORDER BY lease_until LIMIT ?",
+    "SELECT id FROM deliveries WHERE kind = 'forward' AND status = 'queued' AND target = ? AND next_attempt_at <= ? "
+    "ORDER BY next_attempt_at LIMIT ?",
+)
+SCHEDULE = (
+    "SELECT target, min(next_attempt_at) FROM deliveries WHERE kind = 'forward' AND status = 'queued' GROUP BY target "
+    "UNION ALL "
+    "SELECT target, min(lease_until) FROM deliveries WHERE kind = 'forward' AND status = 'sending' GROUP BY target"
 )
 OUTCOME_VALUES = (
     "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS DOUBLE PRECISION), "
@@ -148,11 +156,10 @@ class ForwardingStore:
     async def forward_schedule(self) -> tuple[dict[str, float], dict[str, Health]]:
         """Per destination with forwards to make, when the earliest falls due (or its lease lapses); and the
         destinations' health."""
-        rows = await self.db.fetch(
-            "SELECT target, min(CASE status WHEN 'queued' THEN next_attempt_at ELSE lease_until END) FROM deliveries "
-            "WHERE kind = 'forward' AND status IN ('queued', 'sending') GROUP BY target"
-        )
-        return {row[0]: row[1] for row in rows}, await _health(self.db, "")
+        due: dict[str, float] = {}
+        for target, at in await self.db.fetch(SCHEDULE):
+            due[target] = min(at, due.get(target, at))
+        return due, await _health(self.db, "")
 
     async def forward_round(
         self,
@@ -186,18 +193,21 @@ class ForwardingStore:
                     state.probe_until = now + lease_seconds
                     health[destination] = state
                     changed.add(destination)
-                if allowed:
-                    claimed += await tx.fetch(
-                        f"WITH chosen AS (SELECT id FROM deliveries WHERE {CLAIMABLE} "
-                        f"ORDER BY next_attempt_at, id LIMIT ?{skip_locked}) "
+                taken = 0
+                for claimable in CLAIMABLE:
+                    if taken >= allowed:
+                        break
+                    rows = await tx.fetch(
+                        f"WITH chosen AS ({claimable}{skip_locked}) "
                         "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = ? "
                         "WHERE id IN (SELECT id FROM chosen) RETURNING id, target, event_id, attempts",
                         destination,
                         now,
-                        now,
-                        allowed,
+                        allowed - taken,
                         now + lease_seconds,
                     )
+                    claimed += rows
+                    taken += len(rows)
             for destination in sorted(changed):
                 state = health[destination]
                 await tx.execute(

@@ -146,7 +146,7 @@ MIGRATIONS = [
                            ADD COLUMN replay BOOLEAN NOT NULL DEFAULT false;
     DROP INDEX deliveries_due;
     CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at) WHERE kind != 'forward';
-    CREATE INDEX deliveries_forward_due ON deliveries (target, status, next_attempt_at) WHERE kind = 'forward';
+    CREATE INDEX deliveries_forward_due ON deliveries (status, target, next_attempt_at) WHERE kind = 'forward';
     CREATE INDEX deliveries_event ON deliveries (event_id);
     CREATE TABLE forward_health (
         destination TEXT PRIMARY KEY,

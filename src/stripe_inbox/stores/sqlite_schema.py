@@ -146,7 +146,7 @@ MIGRATIONS = [
     DROP TABLE deliveries;
     ALTER TABLE deliveries_with_forwards RENAME TO deliveries;
     CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at) WHERE kind != 'forward';
-    CREATE INDEX deliveries_forward_due ON deliveries (target, status, next_attempt_at) WHERE kind = 'forward';
+    CREATE INDEX deliveries_forward_due ON deliveries (status, target, next_attempt_at) WHERE kind = 'forward';
     CREATE INDEX deliveries_event ON deliveries (event_id);
     CREATE TABLE forward_health (
         destination TEXT PRIMARY KEY,
