@@ -16,7 +16,7 @@ import anyio.abc
 import pytest
 
 from stripe_inbox.errors import Claimed, ConfigError, NotFound, StoreUnavailable
-from stripe_inbox.events import EventFilter, IncomingEvent
+from stripe_inbox.events import IncomingEvent
 from stripe_inbox.models import Classification
 from stripe_inbox.stores import Audit, EventQuery, Store, open_store
 from stripe_inbox.stores.changes import GAP_SECONDS, ChangeCursor
@@ -447,7 +447,7 @@ def outcome(delivery: ForwardDelivery, ok: bool, at: float, retry_at: float | No
 
 
 async def test_new_events_get_their_forwards_in_the_ingest_transaction(store: Store) -> None:
-    store.forward_new_events([("all", EventFilter(["*"]).accepts), ("billing", EventFilter(["invoice.*"]).accepts)])
+    store.forward_new_events([("all", ("*",)), ("billing", ("invoice.*",))])
     invoice, charge = incoming("invoice.paid"), incoming("charge.refunded")
     assert await store.add_events([invoice, charge, invoice], 100.0) == ["stored", "stored", "duplicate"]
     assert await store.add_events([invoice], 101.0) == ["duplicate"]  # a redelivery is not forwarded again
@@ -464,7 +464,7 @@ async def test_new_events_get_their_forwards_in_the_ingest_transaction(store: St
 
 
 async def test_forward_rounds_record_answers_and_claim_what_is_due(store: Store) -> None:
-    store.forward_new_events([("hook", EventFilter(["*"]).accepts)])
+    store.forward_new_events([("hook", ("*",))])
     events = sorted((incoming() for _ in range(3)), key=lambda e: e.id)  # one commit stores them in id order
     await store.add_events(events, time.time())
     now = time.time() + 1
@@ -496,7 +496,7 @@ async def _changed_ids(store: Store) -> set[str]:
 
 
 async def test_a_destination_failing_in_a_row_is_paused_then_probed_while_others_go_on(store: Store) -> None:
-    store.forward_new_events([("down", EventFilter(["*"]).accepts), ("up", EventFilter(["*"]).accepts)])
+    store.forward_new_events([("down", ("*",)), ("up", ("*",))])
     events = [incoming() for _ in range(4)]
     await store.add_events(events, 1.0)
     now = time.time()

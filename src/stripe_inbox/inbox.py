@@ -61,9 +61,7 @@ class Inbox:
         self.filter = EventFilter(settings.events)
         self.outbox = Outbox(store, settings)
         self.forwarder = Forwarder(store, settings)
-        store.forward_new_events(
-            [(destination.name, EventFilter(destination.events).accepts) for destination in settings.forward]
-        )
+        store.forward_new_events([(destination.name, tuple(destination.events)) for destination in settings.forward])
         # Parsing needs a client but makes no request, so a placeholder key will do.
         self._stripe = stripe.StripeClient(settings.api_key or "sk_unused")
         self._changed: anyio.Event | None = None  # made only when someone waits

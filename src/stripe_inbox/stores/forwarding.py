@@ -6,7 +6,7 @@ and what get_event and the stats show."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..errors import NotFound
+from ..events import EventFilter
 from ..models import DeliveryStatus, Forward, utc
 from .interface import Audit
 
 if TYPE_CHECKING:
     from .connector import Connector, Transaction
 
-ForwardRoute = tuple[str, Callable[[str], bool]]  # a destination, and whether it takes an event type
+ForwardRoute = tuple[str, tuple[str, ...]]  # a destination, and the event type patterns it takes
 FORWARD_COLUMNS = (
     "id, target, status, attempts, status_code, latency_ms, reason, replay, created_at, next_attempt_at, finished_at"
 )
@@ -56,13 +57,14 @@ def forward_rows(
     the upsert's (id, deliveries): an event is new when its row holds exactly this batch's copies."""
     if not routes:
         return []
+    takes = [(destination, EventFilter(list(patterns)).accepts) for destination, patterns in routes]
     deliveries = {row[0]: row[1] for row in returned}
     return [
         (destination, row[0])
         for row in rows
         if deliveries[row[0]] == row[-1]
-        for destination, takes in routes
-        if takes(row[1])
+        for destination, accepts in takes
+        if accepts(row[1])
     ]
 
 
