@@ -41,6 +41,7 @@ HINTS = {
     "ack_event": (False, False, True, False),
     "backfill_events": (False, False, True, True),  # Stripe's Events API; known events are not added again
     "get_timeline": (True, False, True, False),
+    "replay_event": (False, False, False, True),  # each call one more delivery, to a handler outside
 }
 
 
@@ -199,7 +200,7 @@ def test_an_outline_keeps_what_the_rest_of_the_schema_uses() -> None:
         "description": "as classify returns it",
     }
     assert outlined["properties"]["tickets"] == {"type": "array", "description": "as create_ticket returns"}
-    assert set(outlined["$defs"]) == {"AuditEntry", "EventState", "Notification", "DeliveryState"}
+    assert set(outlined["$defs"]) == {"AuditEntry", "EventState", "Notification", "DeliveryState", "Forward"}
     jsonschema.Draft202012Validator.check_schema(outlined)
 
 

@@ -20,6 +20,7 @@ from stripe_inbox.events import IncomingEvent
 from stripe_inbox.models import Classification
 from stripe_inbox.stores import Audit, EventQuery, Store, open_store
 from stripe_inbox.stores.changes import GAP_SECONDS, ChangeCursor
+from stripe_inbox.stores.forwarding import ForwardDelivery, ForwardOutcome, PausePolicy
 from stripe_inbox.stores.sql import CREATOR_ATTEMPT_SECONDS
 from stripe_inbox.stores.sqlite_schema import MIGRATIONS
 
@@ -432,3 +433,117 @@ async def test_postgres_commits_are_synchronous_whatever_the_url_says() -> None:
             assert await store.db._pool.fetchval("SHOW synchronous_commit") == "on"  # type: ignore[attr-defined]
         finally:
             await store.close()
+
+
+# -- forwards ------------------------------------------------------------------------------------
+
+PAUSE = PausePolicy(after_failures=2, seconds=30.0)
+
+
+def outcome(delivery: ForwardDelivery, ok: bool, at: float, retry_at: float | None = None) -> ForwardOutcome:
+    if ok:
+        return ForwardOutcome(delivery, "sent", 200, 1.5, None, None, at)
+    return ForwardOutcome(delivery, "queued", 503, 2.5, "HTTP 503: down", retry_at or at + 1, at)
+
+
+async def test_new_events_get_their_forwards_in_the_ingest_transaction(store: Store) -> None:
+    store.forward_new_events([("all", ("*",)), ("billing", ("invoice.*",))])
+    invoice, charge = incoming("invoice.paid"), incoming("charge.refunded")
+    assert await store.add_events([invoice, charge, invoice], 100.0) == ["stored", "stored", "duplicate"]
+    assert await store.add_events([invoice], 101.0) == ["duplicate"]  # a redelivery is not forwarded again
+    assert sorted(f.destination for f in await store.forwards(invoice.id)) == ["all", "billing"]
+    assert [f.destination for f in await store.forwards(charge.id)] == ["all"]
+    (queued,) = await store.forwards(charge.id)
+    assert (queued.status, queued.attempts, queued.replay, queued.status_code) == ("queued", 0, False, None)
+    due, health = await store.forward_schedule()
+    assert set(due) == {"all", "billing"} and health == {}
+    assert await store.delivery_counts() == {"queued": 0, "sending": 0, "sent": 0, "failed": 0}  # not an action
+    store.forward_new_events([])
+    await store.add_events([incoming()], 102.0)
+    assert sorted(await store.forward_counts()) == [("all", "queued", 2), ("billing", "queued", 1)]
+
+
+async def test_forward_rounds_record_answers_and_claim_what_is_due(store: Store) -> None:
+    store.forward_new_events([("hook", ("*",))])
+    events = sorted((incoming() for _ in range(3)), key=lambda e: e.id)  # one commit stores them in id order
+    await store.add_events(events, time.time())
+    now = time.time() + 1
+    first = await store.forward_round([], {"hook": 2}, now, 60, PAUSE)
+    assert [d.event_id for d in first] == [e.id for e in events[:2]]
+    assert first[0].payload == events[0].payload and first[0].attempts == 1
+    assert await store.forward_round([], {"hook": 5}, now, 60, PAUSE) != first  # the third; the two are leased
+    answered = [outcome(first[0], True, now), outcome(first[1], False, now, retry_at=now + 50)]
+    assert await store.forward_round(answered, {}, now, 60, PAUSE) == []
+    sent = (await store.forwards(events[0].id))[0]
+    assert (sent.status, sent.status_code, sent.latency_ms, sent.error) == ("sent", 200, 1.5, None)
+    assert sent.finished_at is not None
+    retried = (await store.forwards(events[1].id))[0]
+    assert (retried.status, retried.status_code, retried.error) == ("queued", 503, "HTTP 503: down")
+    assert await store.forward_round([], {"hook": 5}, now + 10, 60, PAUSE) == []  # not due, third leased
+    (again,) = await store.forward_round([], {"hook": 5}, now + 51, 60, PAUSE)
+    assert (again.event_id, again.attempts) == (events[1].id, 2)
+    (lapsed,) = await store.forward_round([], {"hook": 5}, now + 61, 60, PAUSE)  # its sender died
+    assert lapsed.event_id == events[2].id and lapsed.attempts == 2
+    await store.release_forwards([lapsed.id])  # a sender stopping hands it back, the attempt not counted
+    (handed_back,) = await store.forwards(events[2].id)
+    assert (handed_back.status, handed_back.attempts) == ("queued", 1)
+    assert events[0].id in await _changed_ids(store)
+
+
+async def _changed_ids(store: Store) -> set[str]:
+    rows = await store.db.fetch("SELECT event_id FROM changes")
+    return {row[0] for row in rows}
+
+
+async def test_a_destination_failing_in_a_row_is_paused_then_probed_while_others_go_on(store: Store) -> None:
+    store.forward_new_events([("down", ("*",)), ("up", ("*",))])
+    events = [incoming() for _ in range(4)]
+    await store.add_events(events, 1.0)
+    now = time.time()
+    claimed = await store.forward_round([], {"down": 2, "up": 1}, now, 60, PAUSE)
+    down = [d for d in claimed if d.destination == "down"]
+    up = [d for d in claimed if d.destination == "up"]
+    assert len(down) == 2 and len(up) == 1
+    answers = [outcome(d, False, now, retry_at=now) for d in down] + [outcome(up[0], True, now)]
+    more = await store.forward_round(answers, {"down": 5, "up": 5}, now, 60, PAUSE)
+    assert {d.destination for d in more} == {"up"} and len(more) == 3  # two in a row: down is paused
+    _, health = await store.forward_schedule()
+    assert health["down"].failures == 2 and health["down"].paused_until == now + PAUSE.seconds
+    assert health["up"].failures == 0
+    later = now + PAUSE.seconds
+    (probe,) = await store.forward_round([], {"down": 5}, later, 60, PAUSE)  # the cool-down is over: one probe
+    assert await store.forward_round([], {"down": 5}, later, 60, PAUSE) == []  # the others wait for it
+    resumed = await store.forward_round([outcome(probe, True, later)], {"down": 5}, later, 60, PAUSE)
+    assert len(resumed) == 3  # the probe went through: the rest go
+    _, health = await store.forward_schedule()
+    assert (health["down"].failures, health["down"].paused_until) == (0, None)
+    failing = await store.forward_round([outcome(d, False, later) for d in resumed], {}, later, 60, PAUSE)
+    assert failing == []
+    _, health = await store.forward_schedule()
+    assert health["down"].paused_until == later + PAUSE.seconds
+    (probe,) = await store.forward_round([], {"down": 5}, later + PAUSE.seconds, 60, PAUSE)
+    await store.forward_round([outcome(probe, False, later + 31)], {}, later + 31, 60, PAUSE)  # a failed probe
+    _, health = await store.forward_schedule()
+    assert health["down"].paused_until == later + 31 + PAUSE.seconds and health["down"].probe_until is None
+
+
+async def test_replays_are_new_forwards_audited_and_unknown_events_refused(store: Store) -> None:
+    old, new = incoming("invoice.paid", created=1_000), incoming("charge.refunded", created=2_000)
+    await store.add_events([old, new], 5.0)
+    (made,) = await store.replay_forwards([old.id], "hook", 10.0, Audit("cli", "replay_event", {"destination": "x"}))
+    (replayed,) = await store.forwards(old.id)
+    assert (replayed.id, replayed.replay, replayed.status, replayed.destination) == (made, True, "queued", "hook")
+    (entry,) = await store.audit_trail(old.id)
+    assert (entry.actor, entry.action, entry.result) == (
+        "cli",
+        "replay_event",
+        {"forward_id": made, "destination": "hook"},
+    )
+    with pytest.raises(NotFound):
+        await store.replay_forwards([new.id, "evt_missing"], "hook", 10.0, AUDIT)
+    assert await store.forwards(new.id) == []  # all or nothing
+    assert await store.count_created(1_500, None, None) == 1
+    assert [i for _, i in await store.events_created(0, 2_000, None, 0, 10)] == [old.id]
+    assert [i for _, i in await store.events_created(0, None, "charge.refunded", 0, 10)] == [new.id]
+    due, _ = await store.forward_schedule()
+    assert due == {"hook": 10.0}

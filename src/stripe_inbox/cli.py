@@ -133,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     timeline.add_argument("object_id", metavar="ID", help="in_…, pi_…, ch_…, sub_…, du_…, cs_…")
     timeline.add_argument("--json", action="store_true")
 
+    replay = command("replay", _events_replay, "forward events again to a [[forward]] destination", events)
+    replay.add_argument("event_ids", nargs="*", metavar="ID")
+    replay.add_argument("--to", required=True, metavar="NAME", help="a [[forward]] destination")
+    replay.add_argument("--since", metavar="DATE", help="every event Stripe created from this date (ISO 8601, UTC)")
+    replay.add_argument("--until", metavar="DATE", help="with --since: up to this date, not included")
+    replay.add_argument("--type", help="with --since: only this event type")
+
     register = command("register", _register, "create this inbox's webhook endpoint on Stripe, keep its secret")
     register.add_argument(
         "--url", required=True, metavar="PUBLIC_URL", help="e.g. https://inbox.example.com/webhooks/stripe"
@@ -176,6 +183,20 @@ def _parser() -> argparse.ArgumentParser:
     tokens_list.add_argument("--json", action="store_true")
     revoke = command("revoke", _tokens_revoke, "revoke a token and the rest of its client's grant", tokens)
     revoke.add_argument("token_id", metavar="ID", help="tok_… as `tokens list` shows it")
+
+    forward = command(
+        "forward",
+        _forward_to,
+        "forward each event as it is stored to a local handler (like stripe listen --forward-to)",
+    )
+    forward.add_argument("--to", metavar="URL", help="the handler, e.g. http://localhost:4242/webhook")
+    forward.add_argument("--secret", metavar="whsec_…", help="sign with this (default: the inbox's webhook secret)")
+    forward.add_argument("--events", nargs="+", metavar="T", help="only these event types or patterns (default *)")
+    forward_secret = forward.add_subparsers(dest="forward_command", metavar="ACTION")
+    secret = command(
+        "secret", _forward_secret, "print a new whsec_ secret for a [[forward]] destination", forward_secret
+    )
+    secret.add_argument("name", metavar="NAME")
     return parser
 
 
@@ -421,6 +442,15 @@ def _events_show(args: argparse.Namespace) -> None:
         for note in detail.notifications:
             to = f" to {note.recipient}" if note.recipient else ""
             print(f"notification #{note.id} via {note.channel}{to}: {note.message!r} ({_delivery(note.delivery)})")
+        for forward in detail.forwards:
+            answer = f"last answer {forward.status_code}" if forward.status_code is not None else "no answer yet"
+            if forward.latency_ms is not None:
+                answer += f" in {forward.latency_ms:.1f} ms"
+            print(
+                f"forward #{forward.id} to {forward.destination}{' (replay)' if forward.replay else ''}: "
+                f"{forward.status} after {forward.attempts} attempt{'s' if forward.attempts != 1 else ''}, {answer}"
+                + (f": {forward.error}" if forward.error else "")
+            )
         for entry in detail.audit:
             print(f"audit {entry.at:%Y-%m-%d %H:%M:%S} {entry.actor} {entry.action} {json.dumps(entry.result)}")
         print(json.dumps(detail.event, indent=2))
@@ -467,6 +497,24 @@ def _events_timeline(args: argparse.Namespace) -> None:
 def _resolution_note(summary: EventSummary) -> str:
     notes = [f"resolved by {summary.superseded_by}"] if summary.superseded_by else []
     return ", ".join(notes + (["arrived late"] if summary.stale else []))
+
+
+def _events_replay(args: argparse.Namespace) -> None:
+    from .cli_forward import events_replay
+
+    events_replay(args)
+
+
+def _forward_to(args: argparse.Namespace) -> None:
+    from .cli_forward import forward_to
+
+    forward_to(args)
+
+
+def _forward_secret(args: argparse.Namespace) -> None:
+    from .cli_forward import forward_secret
+
+    forward_secret(args)
 
 
 def _delivery(state: DeliveryState) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,6 +14,7 @@ import anyio
 import stripe
 
 from .actions.channels import recipient_for
+from .actions.forward import Forwarder
 from .actions.outbox import Outbox
 from .approvals import AWAITING, DECLINED, Consent, needs_confirmation, where_to_approve
 from .classify import classify
@@ -32,6 +33,7 @@ from .models import (
     EventDetail,
     EventPage,
     EventSummary,
+    Forward,
     NotifyResult,
     Stats,
     TicketResult,
@@ -49,6 +51,7 @@ MAX_PAGE = 100
 MAX_TIMELINE = 1000
 MAX_WAIT_SECONDS = 300
 MIN_LEASE_SECONDS, MAX_LEASE_SECONDS = 1, 3600
+REPLAY_PAGE = 500
 DeliveryResult = Literal["stored", "duplicate", "filtered"]
 
 
@@ -65,6 +68,8 @@ class Inbox:
         self.secrets = settings.webhook_secrets
         self.filter = EventFilter(settings.events)
         self.outbox = Outbox(store, settings)
+        self.forwarder = Forwarder(store, settings)
+        store.forward_new_events([(destination.name, tuple(destination.events)) for destination in settings.forward])
         # Parsing needs a client but makes no request, so a placeholder key will do.
         self._stripe = stripe.StripeClient(settings.api_key or "sk_unused")
         self._listeners: list[set[str]] = []  # what each `changes()` consumer has yet to take
@@ -93,6 +98,7 @@ class Inbox:
         durable transaction that inserts new events and counts deliveries of known ones."""
         accepted = [self.filter.accepts(event.type) for event in events]
         kept = [event for event, keep in zip(events, accepted, strict=True) if keep]
+        self.forwarder.arrivals += len(kept)
         stored = iter(await self.store.add_events(kept, time.time()) if kept else [])
         return [next(stored) if keep else "filtered" for keep in accepted]
 
@@ -211,6 +217,7 @@ class Inbox:
             tickets=await self.store.tickets(event_id),
             notifications=await self.store.notifications(event_id),
             audit=await self.store.audit_trail(event_id),
+            forwards=await self.store.forwards(event_id),
         )
 
     async def _full_event(self, stored: StoredEvent) -> tuple[dict[str, Any] | None, str | None]:
@@ -226,7 +233,11 @@ class Inbox:
 
     async def stats(self) -> Stats:
         counts, oldest = await self.store.counts(), await self.store.oldest_pending()
-        return _stats(counts, oldest, time.time(), await self.store.delivery_counts())
+        stats = _stats(counts, oldest, time.time(), await self.store.delivery_counts())
+        stats.forwards = dict.fromkeys(("queued", "sending", "sent", "failed"), 0)
+        for _, state, count in await self.store.forward_counts():
+            stats.forwards[state] += count
+        return stats
 
     async def wait_for_events(self, timeout_seconds: float = 30, type: str | None = None) -> WaitResult:
         """Pending events of `type` as soon as there are any, or an empty result after the timeout."""
@@ -374,6 +385,43 @@ class Inbox:
     async def record_reveal(self, event_id: str, actor: str) -> None:
         """Audit that an operator was shown the event's personal data unmasked."""
         await self.store.add_audit(event_id, time.time(), Audit(actor, "reveal_payload", {"event_id": event_id}))
+
+    async def replay(self, event_ids: Sequence[str], destination: str, actor: str) -> list[Forward]:
+        """A new forward of each event to a configured destination, signed afresh when it is sent."""
+        self._check_destination(destination)
+        if not event_ids:
+            raise InvalidArgument("name at least one event to replay")
+        audit = Audit(actor, "replay_event", {"destination": destination})
+        made = await self.store.replay_forwards(list(dict.fromkeys(event_ids)), destination, time.time(), audit)
+        return [await self.store.forward(forward_id) for forward_id in made]
+
+    async def replay_created(
+        self,
+        destination: str,
+        since: int,
+        until: int | None,
+        event_type: str | None,
+        actor: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Replay every event Stripe created in [since, until) (of `event_type`), in arrival order, a page per
+        transaction; `progress(done, total)` after each page. Returns how many were replayed."""
+        self._check_destination(destination)
+        total = await self.store.count_created(since, until, event_type)
+        done, after = 0, 0
+        audit = Audit(actor, "replay_event", {"destination": destination})
+        while page := await self.store.events_created(since, until, event_type, after, REPLAY_PAGE):
+            await self.store.replay_forwards([event_id for _, event_id in page], destination, time.time(), audit)
+            done, after = done + len(page), page[-1][0]
+            if progress is not None:
+                progress(done, max(total, done))
+        return done
+
+    def _check_destination(self, destination: str) -> None:
+        names = tuple(forward.name for forward in self.settings.forward)
+        if not names:
+            raise InvalidArgument("no [[forward]] destination is configured: add one to the TOML file first")
+        _check_choice("destination", destination, names, what="configured destinations")
 
     async def prune(self, acked_older_than_days: float) -> int:
         if not acked_older_than_days >= 0:

@@ -44,6 +44,12 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self.forwards = Gauge(
+            "stripe_inbox_forwards",
+            "Forwards to [[forward]] destinations by destination and delivery state",
+            ["destination", "state"],
+            registry=self.registry,
+        )
         self.oldest_pending = Gauge(
             "stripe_inbox_oldest_pending_age_seconds",
             "Age of the oldest pending event",
@@ -60,11 +66,16 @@ class Metrics:
     def record_tool_call(self, tool: str, failed: bool) -> None:
         self.tool_calls.labels(tool, "error" if failed else "ok").inc()
 
-    def render(self, counts: list[tuple[str, str, int]], stats: Stats) -> bytes:
+    def render(
+        self, counts: list[tuple[str, str, int]], stats: Stats, forwards: list[tuple[str, str, int]] | None = None
+    ) -> bytes:
         self.events.clear()
         for status, event_type, count in counts:
             self.events.labels(status, event_type).set(count)
         for state, count in stats.actions.items():
             self.actions.labels(state).set(count)
+        self.forwards.clear()
+        for destination, state, count in forwards or []:
+            self.forwards.labels(destination, state).set(count)
         self.oldest_pending.set(stats.oldest_pending_age_seconds or 0)
         return generate_latest(self.registry)

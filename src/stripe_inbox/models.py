@@ -118,6 +118,22 @@ class NotifyResult(BaseModel):
     notification: Notification
 
 
+class Forward(BaseModel):
+    """One delivery of an event to a [[forward]] destination."""
+
+    id: int
+    destination: str
+    status: DeliveryStatus
+    attempts: int
+    status_code: int | None = Field(default=None, description="the destination's answer to the last attempt")
+    latency_ms: float | None = Field(default=None, description="of the last attempt")
+    error: str | None = Field(default=None, description="why the last attempt failed")
+    replay: bool = False
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 class AuditEntry(BaseModel):
     id: int
     at: datetime
@@ -142,6 +158,7 @@ class EventDetail(BaseModel):
     tickets: list[Ticket] = Field(default_factory=list)
     notifications: list[Notification] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
+    forwards: list[Forward] = Field(default_factory=list)
 
 
 class EventPage(BaseModel):
@@ -183,6 +200,7 @@ class Stats(BaseModel):
     by_type: dict[str, int]
     oldest_pending_age_seconds: float | None
     actions: dict[str, int] = Field(description="notifications and forwarded tickets by delivery state")
+    forwards: dict[str, int] = Field(default_factory=dict, description="forwards to destinations by delivery state")
 
 
 class Approval(BaseModel):

@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from .actions.channels import ChannelConfig, LogChannel
+from .actions.forward import ForwardDestination
 from .actions.trackers import TrackerConfig
 from .approvals import needs_confirmation
 from .errors import ConfigError
@@ -40,6 +41,9 @@ class OutboxPolicy(BaseModel):
     max_attempts: int = Field(default=8, ge=1, le=100)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
+    # A forward destination that fails this many times in a row is paused for pause_seconds, then probed.
+    pause_after_failures: int = Field(default=5, ge=1)
+    pause_seconds: float = Field(default=60.0, gt=0)
 
 
 class PushSettings(BaseModel):
@@ -109,6 +113,7 @@ class Settings(BaseSettings):
     approval_timeout_minutes: float = Field(default=1440.0, gt=0, description="an unanswered approval lapses")
     alerts: AlertSettings | None = None
     retention_days: float | None = Field(default=None, gt=0, description="serve prunes acked events this old daily")
+    forward: list[ForwardDestination] = Field(default_factory=list)
 
     _toml_file: ClassVar[Path | None] = None
 
@@ -168,6 +173,27 @@ class Settings(BaseSettings):
             if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
                 raise ValueError(f"{name!r} is not a channel name: use lower-case letters, digits, '-' and '_'")
         return channels
+
+    @field_validator("forward")
+    @classmethod
+    def _check_forward(cls, destinations: list[ForwardDestination]) -> list[ForwardDestination]:
+        names = [destination.name for destination in destinations]
+        if repeated := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"destination names must differ: {', '.join(repeated)} appears more than once")
+        for destination in destinations:
+            variable = destination.secret_env
+            value = os.environ.get(variable)
+            where = f"destination {destination.name!r}: secret_env names {variable}"
+            if not value:
+                raise ValueError(
+                    f"{where}, which is not set; set it to the destination's whsec_… secret "
+                    f"(`stripe-inbox forward secret {destination.name}` makes one)"
+                )
+            try:
+                parse_secrets(value)
+            except ValueError as error:
+                raise ValueError(f"{where}, whose {error}") from None
+        return destinations
 
     @property
     def all_channels(self) -> dict[str, ChannelConfig]:

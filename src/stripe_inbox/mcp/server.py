@@ -96,6 +96,7 @@ class InboxServer(MCPServer):
             group.start_soon(self.inbox.follow_changes)
             group.start_soon(publish)
             group.start_soon(self.inbox.outbox.run)
+            group.start_soon(self.inbox.forwarder.run)
             if self.channel is not None:
                 group.start_soon(self.channel.run)
             yield

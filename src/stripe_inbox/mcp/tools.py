@@ -20,6 +20,7 @@ from ..models import (
     Classification,
     EventDetail,
     EventPage,
+    Forward,
     NotifyResult,
     Outcome,
     Priority,
@@ -121,11 +122,12 @@ class InboxTools:
             "classification": "as classify returns it, once classified",
             "tickets": "each as create_ticket returns it under ticket",
             "notifications": "each as notify returns it under notification",
+            "forwards": "each as replay_event returns it",
         },
     )
     async def get_event(self, event_id: str) -> EventDetail:
-        """The Stripe event as delivered, with its inbox state, classification, tickets, notifications and audit
-        trail."""
+        """The Stripe event as delivered, with its inbox state, classification, tickets, notifications, audit
+        trail and forwards."""
         return await self.inbox.get_event(event_id)
 
     @tool("Inbox statistics", READS_THE_INBOX)
@@ -227,15 +229,26 @@ class InboxTools:
         """Every event about a Stripe object, and those that refer to it, oldest first: what happened to it."""
         return await self.inbox.timeline(object_id)
 
+    # Each call makes one more delivery, to a handler outside the inbox.
+    @tool("Replay event", hints(read_only=False, open_world=True, idempotent=False))
+    async def replay_event(self, event_id: str, destination: str) -> Forward:
+        """Forward an event again to a [[forward]] destination ({destinations}): a new delivery of the exact bytes,
+        signed afresh, retried like any forward."""
+        (made,) = await self.inbox.replay([event_id], destination, ACTOR)
+        return made
+
 
 def inbox_tools(inbox: Inbox, boundary: Boundary) -> list[Tool]:
     tools = InboxTools(inbox)
-    channels = ", ".join(inbox.settings.all_channels)
-    return [_as_tool(boundary.tool(getattr(tools, name)), info, channels) for name, info in TOOL_INFO.items()]
+    names = {
+        "channels": ", ".join(inbox.settings.all_channels),
+        "destinations": ", ".join(forward.name for forward in inbox.settings.forward) or "none configured",
+    }
+    return [_as_tool(boundary.tool(getattr(tools, name)), info, names) for name, info in TOOL_INFO.items()]
 
 
-def _as_tool(handler: Callable[..., Awaitable[Any]], info: ToolInfo, channels: str) -> Tool:
-    description = " ".join((inspect.getdoc(handler) or "").split()).format(channels=channels)
+def _as_tool(handler: Callable[..., Awaitable[Any]], info: ToolInfo, names: dict[str, str]) -> Tool:
+    description = " ".join((inspect.getdoc(handler) or "").split()).format(**names)
     defined = Tool.from_function(handler, title=info.title, description=description, annotations=info.annotations)
     output_schema = defined.fn_metadata.output_schema
     if output_schema is not None:

@@ -3,15 +3,17 @@ ingest path, wake-ups when another process commits, and the few statements whose
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..events import IncomingEvent
+from .forwarding import ForwardRoute
 from .interface import AddOutcome
 
 Row = Sequence[Any]
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ class Transaction(Protocol):
 
 class Connector(Protocol):
     dialect: Dialect
+    # Which destinations take which new events: add_events queues their forwards in the same transaction.
+    forward_routes: tuple[ForwardRoute, ...]
 
     async def fetch(self, sql: str, *parameters: Any) -> list[Row]:
         """A read outside any transaction; StoreUnavailable when the database does not answer."""
@@ -44,6 +48,12 @@ class Connector(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A write: committed when the block ends, rolled back when it raises; StoreUnavailable when the
         database cannot be written."""
+        ...
+
+    async def write_batched(self, work: Callable[[Transaction], Coroutine[Any, Any, Result]]) -> Result:
+        """Run `work` in a write transaction. Where the database has one writer (SQLite), it shares the ingest's
+        next group commit, so a frequent small write costs no commit of its own and never waits for the ingest's
+        lock; `work` then runs on the ingest thread, so it may only use `tx` (which does not suspend)."""
         ...
 
     async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,7 +16,8 @@ import asyncpg
 
 from ..errors import StoreUnavailable
 from ..events import IncomingEvent
-from .connector import Dialect, Row
+from .connector import Dialect, Result, Row
+from .forwarding import ForwardRoute, forward_rows
 from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
 from .interface import AddOutcome
 from .postgres_schema import SEARCH_VECTOR, migrate
@@ -32,6 +34,10 @@ INSERT_EVENTS = f"""
     RETURNING id, deliveries
 """
 INSERT_CHANGES = "INSERT INTO changes (event_id) SELECT unnest($1::text[])"
+INSERT_FORWARDS = """
+    INSERT INTO deliveries (kind, target, event_id, next_attempt_at, created_at)
+    SELECT 'forward', target, event_id, $3, $3 FROM unnest($1::text[], $2::text[]) AS f(target, event_id)
+"""
 WRITERS = 2  # while one batch waits for its commit, the next one is being written
 
 
@@ -59,6 +65,7 @@ class PostgresConnector:
         in_seq_order="",  # its planner knows from its statistics how broad a range is
     )
     poll_seconds = 1.0  # NOTIFY wakes watchers; this is how often the listener's health is checked
+    forward_routes: tuple[ForwardRoute, ...] = ()
 
     def __init__(self, pool: asyncpg.Pool, listener: asyncpg.Connection, dsn: str, channel: str) -> None:
         self._pool = pool
@@ -115,12 +122,16 @@ class PostgresConnector:
             settle(batch, results)
 
     async def _insert(self, deliveries: list[tuple[list[IncomingEvent], float]]) -> list[list[AddOutcome]]:
-        columns = list(zip(*insert_rows(deliveries), strict=True))
+        rows = insert_rows(deliveries)
+        columns = list(zip(*rows, strict=True))
         for attempt in range(3):
             try:
                 async with self._pool.acquire() as db, db.transaction():
                     returned = await db.fetch(INSERT_EVENTS, *columns)
                     await db.execute(INSERT_CHANGES, columns[0])
+                    if forwards := forward_rows(rows, returned, self.forward_routes):
+                        targets, event_ids = zip(*forwards, strict=True)
+                        await db.execute(INSERT_FORWARDS, list(targets), list(event_ids), time.time())
                     await db.execute("SELECT pg_notify($1, '')", self._channel)
                 return answers(deliveries, returned)
             except asyncpg.DeadlockDetectedError:  # rows are locked in id order, but to be safe
@@ -145,6 +156,10 @@ class PostgresConnector:
                 await db.execute("SELECT pg_notify($1, '')", self._channel)
         except DB_ERRORS as error:
             raise StoreUnavailable(f"the inbox database cannot be written: {error}") from error
+
+    async def write_batched(self, work: Callable[[PostgresTransaction], Coroutine[Any, Any, Result]]) -> Result:
+        async with self.transaction() as tx:
+            return await work(tx)
 
     # -- wake-ups --------------------------------------------------------------------------------
 

@@ -226,6 +226,26 @@ MIGRATIONS: list[str] = [
     SEARCH_COLUMNS,
     SearchFacts(),  # the new columns of the events already stored, read from their payloads
     SEARCH_INDEXES,
+    # Forwards to [[forward]] destinations go through the outbox: a delivery of kind 'forward' has no
+    # notification or ticket behind it (ref_id NULL) and records the destination's answer. forward_health
+    # holds each destination's run of failures.
+    """
+    ALTER TABLE deliveries DROP CONSTRAINT deliveries_kind_check;
+    ALTER TABLE deliveries ADD CONSTRAINT deliveries_kind_check CHECK (kind IN ('notification', 'ticket', 'forward'));
+    ALTER TABLE deliveries ALTER COLUMN ref_id DROP NOT NULL;
+    ALTER TABLE deliveries ADD COLUMN status_code INTEGER, ADD COLUMN latency_ms DOUBLE PRECISION,
+                           ADD COLUMN replay BOOLEAN NOT NULL DEFAULT false;
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at) WHERE kind != 'forward';
+    CREATE INDEX deliveries_forward_due ON deliveries (status, target, next_attempt_at) WHERE kind = 'forward';
+    CREATE INDEX deliveries_event ON deliveries (event_id);
+    CREATE TABLE forward_health (
+        destination TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        paused_until DOUBLE PRECISION,
+        probe_until DOUBLE PRECISION
+    );
+    """,
 ]
 
 

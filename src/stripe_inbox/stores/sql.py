@@ -29,6 +29,7 @@ from ..models import (
 from ..resolution import Fact, Resolution, resolve
 from .changes import ChangeCursor
 from .connector import Connector, Dialect, Transaction
+from .forwarding import ForwardingStore
 from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 from .oauth_records import OAUTH_TOKEN_COLUMNS, NewOAuthToken, OAuthCode, OAuthRequest, OAuthToken, oauth_token
 from .rows import (
@@ -55,7 +56,7 @@ CREATOR_ATTEMPT_SECONDS = 60.0
 CODE_REPLAY_MEMORY_SECONDS = 3600.0
 
 
-class SqlStore:
+class SqlStore(ForwardingStore):
     def __init__(self, connector: Connector) -> None:
         self.db = connector
         self._watchers: set[anyio.Event] = set()  # change watchers waiting in this process
@@ -218,7 +219,7 @@ class SqlStore:
     async def delivery_counts(self) -> dict[str, int]:
         """Outgoing actions by delivery status."""
         counts = dict.fromkeys(("queued", "sending", "sent", "failed"), 0)
-        rows = await self.db.fetch("SELECT status, count(*) FROM deliveries GROUP BY status")
+        rows = await self.db.fetch("SELECT status, count(*) FROM deliveries WHERE kind != 'forward' GROUP BY status")
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
@@ -414,8 +415,8 @@ class SqlStore:
         a lease that lapses frees them again."""
         if of is None:
             chosen = (
-                "SELECT id FROM deliveries WHERE (status = 'queued' AND next_attempt_at <= ?) "
-                "OR (status = 'sending' AND lease_until < ?) ORDER BY next_attempt_at LIMIT ?"
+                "SELECT id FROM deliveries WHERE kind != 'forward' AND ((status = 'queued' AND next_attempt_at <= ?) "
+                "OR (status = 'sending' AND lease_until < ?)) ORDER BY next_attempt_at LIMIT ?"
             )
             parameters: tuple[Any, ...] = (now, now, limit)
         else:
@@ -482,7 +483,7 @@ class SqlStore:
     async def next_delivery_at(self) -> float | None:
         rows = await self.db.fetch(
             "SELECT min(CASE status WHEN 'queued' THEN next_attempt_at ELSE lease_until END) FROM deliveries "
-            "WHERE status IN ('queued', 'sending')"
+            "WHERE kind != 'forward' AND status IN ('queued', 'sending')"
         )
         return rows[0][0]
 

@@ -7,7 +7,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ import anyio.to_thread
 
 from ..errors import StoreUnavailable
 from ..events import IncomingEvent
-from .connector import Dialect, Row
+from .connector import Dialect, Result, Row
+from .forwarding import ForwardRoute
 from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
 from .interface import AddOutcome
 from .sqlite_schema import migrate
@@ -32,6 +33,17 @@ INSERT_EVENTS = f"""
 """
 INSERT_VALUES = f"({', '.join(['?'] * 19)})"
 INSERT_CHANGES = "INSERT INTO changes (event_id) VALUES {values}"
+# Each new event's forwards come from a trigger on the ingest's own connection (TEMP: this process's destinations,
+# not another's), inside the INSERT of the events: a statement more per commit would cost the ingest thread one more
+# wait for the GIL, which under load is a tenth of its throughput. An upsert's DO UPDATE (a duplicate) fires no
+# INSERT trigger. The patterns are '*', exact types and 'prefix.*', which GLOB matches as EventFilter does.
+FORWARD_TRIGGER = """
+    CREATE TEMP TRIGGER IF NOT EXISTS forward_new_events AFTER INSERT ON main.events BEGIN
+        INSERT INTO deliveries (kind, target, event_id, next_attempt_at, created_at)
+        SELECT DISTINCT 'forward', destination, NEW.id, NEW.received_at, NEW.received_at FROM forward_routes
+        WHERE NEW.type GLOB pattern;
+    END
+"""
 CHECKPOINT_SECONDS = 1.0
 
 
@@ -47,6 +59,23 @@ class SQLiteTransaction:
         await self._db.execute(sql, parameters)
 
 
+class ImmediateTransaction:
+    """The ingest thread's connection as a Transaction: each statement runs as it is awaited, so a coroutine that
+    awaits nothing else completes without suspending, and the ingest thread can drive it."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    async def fetch(self, sql: str, *parameters: Any) -> list[Row]:
+        return self._db.execute(sql, parameters).fetchall()
+
+    async def execute(self, sql: str, *parameters: Any) -> None:
+        self._db.execute(sql, parameters)
+
+
+Work = tuple[Callable[[ImmediateTransaction], Coroutine[Any, Any, Any]], "asyncio.Future[Any]"]
+
+
 class SQLiteConnector:
     dialect = Dialect(  # BEGIN IMMEDIATE: one writer at a time holds the file
         lock_row="",
@@ -60,6 +89,7 @@ class SQLiteConnector:
         in_seq_order=" NOT INDEXED",
     )
     poll_seconds = 0.2
+    forward_routes: tuple[ForwardRoute, ...] = ()
 
     def __init__(
         self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, lock_timeout_seconds: float
@@ -69,6 +99,7 @@ class SQLiteConnector:
         self._write_lock = anyio.Lock()
         # Event inserts, the hot path, skip aiosqlite's hop per statement: a thread of their own batches them.
         self._ingest: queue.SimpleQueue[IngestItem | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Work] = queue.SimpleQueue()  # writes that ride the next group commit
         self._ingest_thread = threading.Thread(
             target=self._ingest_forever,
             args=(path, lock_timeout_seconds, asyncio.get_running_loop()),
@@ -129,20 +160,35 @@ class SQLiteConnector:
         self._ingest.put((list(events), received_at, outcomes))
         return await outcomes
 
+    async def write_batched(self, work: Callable[[ImmediateTransaction], Coroutine[Any, Any, Result]]) -> Result:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Result] = loop.create_future()
+        self._work.put((work, done))
+        self._ingest.put(([], 0.0, loop.create_future()))  # no events: wakes the ingest thread for the work
+        return await done
+
     def _ingest_forever(self, path: str, lock_timeout_seconds: float, loop: asyncio.AbstractEventLoop) -> None:
         """The ingest thread: its own connection, one transaction per batch of whatever is queued."""
         db = sqlite3.connect(path, isolation_level=None, timeout=lock_timeout_seconds, check_same_thread=False)
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it, off the commit path
         db.execute("PRAGMA temp_store = MEMORY")  # an upsert's statement journal: no temporary file per commit
+        routes: tuple[ForwardRoute, ...] | None = None
         try:
             while (first := self._ingest.get()) is not None:
+                if self.forward_routes is not routes:
+                    routes = self.forward_routes
+                    _route(db, routes)
                 batch = take_batch(first, self._ingest)
+                works = _drain(self._work)
+                done: list[tuple[bool, Any]] | Exception
                 try:
-                    results: list[list[AddOutcome]] | Exception = _insert(db, batch)
-                except Exception as error:  # a failed commit fails every delivery in it
-                    results = error
+                    results, done = _insert(db, batch, works)
+                except Exception as error:  # a failed commit fails every delivery and write in it
+                    results = done = error
                 loop.call_soon_threadsafe(settle, batch, results)
+                if works:
+                    loop.call_soon_threadsafe(_settle_work, works, done)
         finally:
             db.close()
 
@@ -182,20 +228,76 @@ async def _connect(path: str, lock_timeout_seconds: float) -> aiosqlite.Connecti
     return db
 
 
-def _insert(db: sqlite3.Connection, batch: list[IngestItem]) -> list[list[AddOutcome]]:
-    """One transaction for every delivery queued in `batch`; each caller's answers in its own list."""
+def _route(db: sqlite3.Connection, routes: tuple[ForwardRoute, ...]) -> None:
+    """Which destinations take which event types, for FORWARD_TRIGGER on this connection."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS forward_routes (destination TEXT NOT NULL, pattern TEXT NOT NULL)")
+    db.execute("DELETE FROM temp.forward_routes")
+    rows = [(destination, pattern) for destination, patterns in routes for pattern in patterns]
+    db.executemany("INSERT INTO temp.forward_routes VALUES (?, ?)", rows)
+    db.execute(FORWARD_TRIGGER)
+
+
+def _insert(
+    db: sqlite3.Connection, batch: list[IngestItem], works: list[Work]
+) -> tuple[list[list[AddOutcome]], list[tuple[bool, Any]]]:
+    """One transaction for every delivery queued in `batch` (and, by FORWARD_TRIGGER, the forwards of the events it
+    stores) and the writes in `works`; each caller's answers in its own list, and each write's (succeeded, result
+    or error)."""
     deliveries = [(events, received_at) for events, received_at, _ in batch]
     rows = insert_rows(deliveries)
+    returned: list[Any] = []
+    if not rows and not works:
+        return answers(deliveries, returned), []
     db.execute("BEGIN IMMEDIATE")
     try:
-        returned = db.execute(
-            INSERT_EVENTS.format(values=", ".join([INSERT_VALUES] * len(rows))),
-            [value for row in rows for value in row],
-        ).fetchall()
-        db.execute(INSERT_CHANGES.format(values=", ".join(["(?)"] * len(rows))), [row[0] for row in rows])
+        if rows:
+            returned = db.execute(
+                INSERT_EVENTS.format(values=", ".join([INSERT_VALUES] * len(rows))),
+                [value for row in rows for value in row],
+            ).fetchall()
+            db.execute(INSERT_CHANGES.format(values=", ".join(["(?)"] * len(rows))), [row[0] for row in rows])
+        done = [_run(db, work) for work, _ in works]
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return answers(deliveries, returned)
+    return answers(deliveries, returned), done
+
+
+def _run(db: sqlite3.Connection, work: Callable[[ImmediateTransaction], Coroutine[Any, Any, Any]]) -> tuple[bool, Any]:
+    """One write inside the ingest's transaction, under a savepoint: a write that fails leaves the rest whole."""
+    db.execute("SAVEPOINT work")
+    try:
+        coroutine = work(ImmediateTransaction(db))
+        try:
+            coroutine.send(None)
+        except StopIteration as finished:
+            db.execute("RELEASE work")
+            return True, finished.value
+        coroutine.close()
+        raise RuntimeError("a batched write may await only its transaction")
+    except Exception as error:
+        db.execute("ROLLBACK TO work")
+        db.execute("RELEASE work")
+        return False, error
+
+
+def _drain(work: queue.SimpleQueue[Work]) -> list[Work]:
+    taken = []
+    while not work.empty():
+        taken.append(work.get_nowait())
+    return taken
+
+
+def _settle_work(works: list[Work], done: list[tuple[bool, Any]] | Exception) -> None:
+    for index, (_, future) in enumerate(works):
+        if future.done():
+            continue
+        succeeded, value = (False, done) if isinstance(done, Exception) else done[index]
+        if succeeded:
+            future.set_result(value)
+        elif isinstance(value, sqlite3.Error):
+            future.set_exception(StoreUnavailable(f"the inbox database cannot be written: {value}"))
+        else:
+            future.set_exception(value)

@@ -225,6 +225,45 @@ MIGRATIONS: list[str] = [
     SEARCH_COLUMNS,
     SearchFacts(),  # the new columns of the events already stored, read from their payloads
     SEARCH_INDEXES,
+    # Forwards to [[forward]] destinations go through the outbox: a delivery of kind 'forward' has no
+    # notification or ticket behind it (ref_id NULL) and records the destination's answer. SQLite cannot
+    # change a CHECK, so the table is rebuilt. forward_health holds each destination's run of failures.
+    """
+    CREATE TABLE deliveries_with_forwards (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('notification', 'ticket', 'forward')),
+        ref_id INTEGER,
+        target TEXT NOT NULL,
+        event_id TEXT,
+        status TEXT NOT NULL DEFAULT 'queued'
+            CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'awaiting_approval', 'rejected')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until REAL,
+        reason TEXT,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        status_code INTEGER,
+        latency_ms REAL,
+        replay INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (kind, ref_id)
+    );
+    INSERT INTO deliveries_with_forwards (id, kind, ref_id, target, event_id, status, attempts, next_attempt_at,
+                                          lease_until, reason, created_at, finished_at)
+    SELECT id, kind, ref_id, target, event_id, status, attempts, next_attempt_at, lease_until, reason, created_at,
+           finished_at FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_with_forwards RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at) WHERE kind != 'forward';
+    CREATE INDEX deliveries_forward_due ON deliveries (status, target, next_attempt_at) WHERE kind = 'forward';
+    CREATE INDEX deliveries_event ON deliveries (event_id);
+    CREATE TABLE forward_health (
+        destination TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        paused_until REAL,
+        probe_until REAL
+    );
+    """,
 ]
 
 

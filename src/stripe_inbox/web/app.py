@@ -39,7 +39,8 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
 
     async def metrics_endpoint(request: Request) -> Response:
         counts = await inbox.store.counts()
-        return Response(metrics.render(counts, await inbox.stats()), media_type=CONTENT_TYPE)
+        forwards = await inbox.store.forward_counts()
+        return Response(metrics.render(counts, await inbox.stats(), forwards), media_type=CONTENT_TYPE)
 
     async def to_dashboard(request: Request) -> Response:
         return RedirectResponse("/ui/", status_code=307)

@@ -1,0 +1,306 @@
+"""Forwarding to the handlers people already run: the [[forward]] destinations, the request each gets (the exact
+stored bytes, signed in Stripe's own scheme with the destination's secret, so `stripe.Webhook.construct_event`
+accepts it unchanged), and the delivery loop every server process runs over the outbox's forwards."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+from ..errors import StoreUnavailable
+from ..events import check_patterns
+from ..stores.forwarding import ForwardDelivery, ForwardOutcome, Health, PausePolicy
+from ..stripe.signature import sign
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..stores import Store
+
+log = logging.getLogger("stripe_inbox.forward")
+
+# httpcore tries `import sniffio` on every request to learn which event loop runs it, and falls back to asyncio
+# when that fails. Newer anyio no longer brings sniffio, and a failed import is not cached: each request paid for a
+# search of sys.path (~1 ms under load). None in sys.modules makes the import fail at once, with the same fallback.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+
+USER_AGENT = "stripe-inbox (forwarding a Stripe webhook)"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+# Requests in flight to one destination, each on a kept-alive connection of that destination's own pool (httpx
+# looks at every connection of a pool for each request, so a much larger one costs more than it gives).
+IN_FLIGHT_PER_DESTINATION = 8
+# Forwards claimed per destination ahead of the requests, so one round's claim keeps the connections busy until the
+# next round; a slow or paused destination holds no more than this, the others keep their own.
+CLAIMED_AHEAD = 64
+ROUND_SECONDS = 0.01  # outcomes and claims are written once per round, not once per forward
+LEASE_MARGIN_SECONDS = 30.0
+# Forwarding yields the event loop to the ingress: while deliveries arrive and the loop runs late (a timer fires more
+# than LAG_LIMIT after it was due), the rate at which requests start is halved; while it is on time, it grows back;
+# with no deliveries arriving it is unlimited, so a backlog built in a burst drains at full speed after it.
+LAG_PROBE_SECONDS = 0.01
+LAG_LIMIT_SECONDS = 0.002
+ADJUST_SECONDS = 0.1
+MIN_RATE, MAX_RATE = 20.0, 20_000.0  # requests started per second
+IDLE_POLL_SECONDS = 1.0  # how soon forwards queued by another process (SQLite) are noticed
+RELEASE_SECONDS = 5.0  # at shutdown, how long handing unanswered forwards back may take
+ERROR_BODY_CHARS = 200
+
+
+class ForwardDestination(BaseModel):
+    """A `[[forward]]` table: an existing webhook handler that gets every new event its patterns take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="how replays and the outbox name it")
+    url: HttpUrl
+    events: list[str] = Field(default_factory=lambda: ["*"])
+    secret_env: str = Field(description="environment variable holding the destination's whsec_… secret")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, patterns: list[str]) -> list[str]:
+        return check_patterns(patterns)
+
+    def secrets(self) -> list[str]:
+        """The signing secrets, read from the environment at start-up and kept in memory only; several
+        (comma-separated) sign with each, as Stripe does while a secret is being rolled."""
+        return [entry.strip() for entry in os.environ.get(self.secret_env, "").split(",")]
+
+
+def signature_header(payload: bytes, secrets: Sequence[str], timestamp: int | None = None) -> str:
+    """`t=…,v1=…[,v1=…]`: one signature per secret, all over the same timestamp."""
+    moment = int(time.time()) if timestamp is None else timestamp
+    first, *more = secrets
+    return sign(payload, first, moment) + "".join(
+        "," + sign(payload, secret, moment).split(",", 1)[1] for secret in more
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How a destination answered one POST."""
+
+    status_code: int | None  # None: no answer (timeout, connection refused)
+    latency_ms: float
+    error: str | None  # None when it took the event (2xx)
+
+
+async def post_signed(
+    client: httpx.AsyncClient, url: str, payload: bytes, secrets: Sequence[str], timeout: float
+) -> Answer:
+    """POST the exact bytes with a fresh signature. Anything but a 2xx is a failure, as Stripe counts it."""
+    headers = {
+        "Content-Type": "application/json",
+        "Stripe-Signature": signature_header(payload, secrets),
+        "User-Agent": USER_AGENT,
+    }
+    started = time.perf_counter()
+    try:
+        response = await client.post(url, content=payload, headers=headers, timeout=timeout)
+    except httpx.TimeoutException:
+        return Answer(None, _since(started), f"timed out after {timeout:g} s")
+    except httpx.TransportError as error:
+        return Answer(None, _since(started), f"cannot connect: {type(error).__name__}")
+    latency = _since(started)
+    if 200 <= response.status_code < 300:
+        return Answer(response.status_code, latency, None)
+    return Answer(response.status_code, latency, f"HTTP {response.status_code}: {response.text[:ERROR_BODY_CHARS]}")
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class Forwarder:
+    """Delivers the outbox's forwards, concurrently, from whichever server processes run: each round records the
+    answers that came in and claims what is due, in one transaction; a destination that keeps failing is paused
+    and probed without slowing the others."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.policy = settings.outbox
+        self.pause = PausePolicy(settings.outbox.pause_after_failures, settings.outbox.pause_seconds)
+        self.destinations = {destination.name: destination for destination in settings.forward}
+        self._secrets = {destination.name: destination.secrets() for destination in settings.forward}
+        self._claimed: Counter[str] = Counter()  # claimed and not yet answered, per destination
+        self._slots = {name: anyio.Semaphore(IN_FLIGHT_PER_DESTINATION) for name in self.destinations}
+        slowest = max((destination.timeout_seconds for destination in settings.forward), default=10.0)
+        # Long enough for a live sender to work through what it claimed, even at the slowest destination's timeout.
+        self.lease_seconds = slowest * (CLAIMED_AHEAD / IN_FLIGHT_PER_DESTINATION + 1) + LEASE_MARGIN_SECONDS
+        self._retired: set[str] = set()  # destinations with forwards queued that are no longer configured
+        self._sending: set[int] = set()
+        self._outcomes: list[ForwardOutcome] = []
+        self._wake = anyio.Event()
+        self._rate: float | None = None  # requests started per second; None: as fast as they come
+        self._started = 0
+        self._next_start = 0.0
+        self.arrivals = 0  # events the ingress accepted; Inbox.accept counts them
+
+    async def run(self) -> None:
+        """Forward whatever falls due, forever; several processes may run this on one inbox."""
+        limits = httpx.Limits(
+            max_connections=IN_FLIGHT_PER_DESTINATION, max_keepalive_connections=IN_FLIGHT_PER_DESTINATION
+        )
+        try:
+            async with AsyncExitStack() as stack, anyio.create_task_group() as group:
+                clients = {  # one pool per destination: a slow one's connections are not in the others' way
+                    name: await stack.enter_async_context(httpx.AsyncClient(limits=limits))
+                    for name in self.destinations
+                }
+                if self.destinations:
+                    group.start_soon(self._yield_to_the_ingress)
+                while True:
+                    started = time.monotonic()
+                    try:
+                        next_at = await self._round(clients, group)
+                    except StoreUnavailable as error:
+                        log.warning("forward: %s; retrying", error)
+                        next_at = None
+                    await self._wait(next_at, started)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
+                await self._stop()
+
+    async def _round(self, clients: dict[str, httpx.AsyncClient], group: anyio.abc.TaskGroup) -> float | None:
+        """Record the answers in and claim what is due, in one write; returns when a forward next falls due, if
+        known. While answers come in, the write is due anyway and claims whatever room each destination has; only
+        an idle round reads first whether there is anything to do."""
+        now = time.time()
+        outcomes, self._outcomes = self._outcomes, []
+        next_at = None
+        if outcomes:
+            wanted = {name: CLAIMED_AHEAD - self._claimed[name] for name in [*self.destinations, *self._retired]}
+        else:
+            due, health = await self.store.forward_schedule()
+            wanted = {}
+            for destination, at in due.items():
+                at = max(at, health.get(destination, Health()).resumes_at() or 0.0)
+                if destination not in self.destinations:
+                    self._retired.add(destination)
+                if at > now:
+                    next_at = at if next_at is None else min(next_at, at)
+                elif self._claimed[destination] < CLAIMED_AHEAD:
+                    wanted[destination] = CLAIMED_AHEAD - self._claimed[destination]
+            if not wanted:
+                return next_at
+        wanted = {name: room for name, room in wanted.items() if room > 0}
+        try:
+            claimed = await self.store.forward_round(outcomes, wanted, now, self.lease_seconds, self.pause)
+        except BaseException:
+            self._outcomes = outcomes + self._outcomes
+            raise
+        for delivery in claimed:
+            self._claimed[delivery.destination] += 1
+            self._sending.add(delivery.id)
+            group.start_soon(self._send, clients.get(delivery.destination), delivery)
+        return now if claimed or outcomes else next_at
+
+    async def _wait(self, next_at: float | None, started: float) -> None:
+        """Until a forward is answered, a commit queues more, or `next_at`; at least ROUND_SECONDS after `started`."""
+        timeout = IDLE_POLL_SECONDS if next_at is None else min(max(next_at - time.time(), 0), IDLE_POLL_SECONDS)
+        if not self._outcomes:
+            with self.store.waking(self._wake), anyio.move_on_after(timeout):
+                await self._wake.wait()
+        self._wake = anyio.Event()
+        await anyio.sleep(max(0.0, ROUND_SECONDS - (time.monotonic() - started)))
+
+    async def _send(self, client: httpx.AsyncClient | None, delivery: ForwardDelivery) -> None:
+        try:
+            destination = self.destinations.get(delivery.destination)
+            if destination is None or client is None:
+                error = f"destination {delivery.destination!r} is no longer configured"
+                outcome = ForwardOutcome(delivery, "failed", None, None, error, None, time.time(), health=False)
+            else:
+                async with self._slots[destination.name]:
+                    await self._pace()
+                    answer = await post_signed(
+                        client,
+                        str(destination.url),
+                        delivery.payload,
+                        self._secrets[destination.name],
+                        destination.timeout_seconds,
+                    )
+                outcome = self._outcome(delivery, answer)
+            self._outcomes.append(outcome)
+            self._sending.discard(delivery.id)
+            if outcome.status != "sent":
+                log.info(
+                    "forward: %s to %s, attempt %d: %s (%s)",
+                    delivery.event_id,
+                    delivery.destination,
+                    delivery.attempts,
+                    outcome.status,
+                    outcome.error,
+                )
+        finally:
+            self._claimed[delivery.destination] -= 1
+            self._wake.set()
+
+    async def _pace(self) -> None:
+        """Wait for this request's turn at the current rate; a slow destination's requests hold no turn."""
+        self._started += 1
+        if self._rate is None:
+            return
+        now = time.monotonic()
+        start = max(now, self._next_start)
+        self._next_start = start + 1 / self._rate
+        if start > now:
+            await anyio.sleep(start - now)
+
+    async def _yield_to_the_ingress(self) -> None:
+        """While deliveries arrive: halve the rate while the event loop runs late, grow it back while it is on time
+        (AIMD). Otherwise no limit."""
+        worst, window, started, arrivals = 0.0, time.monotonic(), self._started, self.arrivals
+        while True:
+            before = time.monotonic()
+            await anyio.sleep(LAG_PROBE_SECONDS)
+            now = time.monotonic()
+            worst = max(worst, now - before - LAG_PROBE_SECONDS)
+            if now - window < ADJUST_SECONDS:
+                continue
+            observed = (self._started - started) / (now - window)
+            if self.arrivals == arrivals:
+                self._rate = None
+            elif worst > LAG_LIMIT_SECONDS:
+                self._rate = max(MIN_RATE, min(self._rate or observed, observed) / 2)
+            elif self._rate is not None:
+                self._rate = None if self._rate * 1.25 > MAX_RATE else self._rate * 1.25
+            worst, window, started, arrivals = 0.0, now, self._started, self.arrivals
+
+    def _outcome(self, delivery: ForwardDelivery, answer: Answer) -> ForwardOutcome:
+        now = time.time()
+        if answer.error is None:
+            status, next_attempt_at = "sent", None
+        elif delivery.attempts >= self.policy.max_attempts:
+            status, next_attempt_at = "failed", None
+        else:
+            delay = self.policy.retry_base_seconds * 2 ** (delivery.attempts - 1)
+            status, next_attempt_at = "queued", now + min(delay, self.policy.retry_max_seconds)
+        return ForwardOutcome(
+            delivery, status, answer.status_code, round(answer.latency_ms, 3), answer.error, next_attempt_at, now
+        )
+
+    async def _stop(self) -> None:
+        """Record the answers already in and hand back the forwards still unanswered, so a restart sends them at
+        once instead of after their lease."""
+        try:
+            if self._outcomes:
+                await self.store.forward_round(self._outcomes, {}, time.time(), self.lease_seconds, self.pause)
+                self._outcomes = []
+            await self.store.release_forwards(sorted(self._sending))
+        except StoreUnavailable as error:
+            log.warning("forward: could not record the last answers: %s", error)

@@ -1,0 +1,377 @@
+"""Forwarding in the SQL store: which new events each [[forward]] destination takes (decided inside the ingest
+transaction, so a 200 to Stripe implies the forward will be made), and the forward deliveries' rounds: outcomes
+recorded and more claimed in one transaction, each destination's run of failures (pause, then one probe), replays,
+and what get_event and the stats show."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..errors import NotFound
+from ..events import EventFilter
+from ..models import DeliveryStatus, Forward, utc
+from .interface import Audit
+
+if TYPE_CHECKING:
+    from .connector import Connector, Transaction
+
+ForwardRoute = tuple[str, tuple[str, ...]]  # a destination, and the event type patterns it takes
+FORWARD_COLUMNS = (
+    "id, target, status, attempts, status_code, latency_ms, reason, replay, created_at, next_attempt_at, finished_at"
+)
+# Each through deliveries_forward_due (status, target, next_attempt_at): the rows already sent are never read.
+CLAIMABLE = (  # lapsed leases (their sender died), then what is due
+    "SELECT id FROM deliveries WHERE kind = 'forward' AND status = 'sending' AND target = ? AND lease_until < ? "
+    "ORDER BY lease_until LIMIT ?",
+    "SELECT id FROM deliveries WHERE kind = 'forward' AND status = 'queued' AND target = ? AND next_attempt_at <= ? "
+    "ORDER BY next_attempt_at LIMIT ?",
+)
+SCHEDULE = (
+    "SELECT target, min(next_attempt_at) FROM deliveries WHERE kind = 'forward' AND status = 'queued' GROUP BY target "
+    "UNION ALL "
+    "SELECT target, min(lease_until) FROM deliveries WHERE kind = 'forward' AND status = 'sending' GROUP BY target"
+)
+OUTCOME_VALUES = (
+    "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS DOUBLE PRECISION), "
+    "CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION))"
+)
+RECORD_OUTCOMES = """
+    UPDATE deliveries SET status = v.column2, reason = v.column3, status_code = v.column4, latency_ms = v.column5,
+                          next_attempt_at = coalesce(v.column6, deliveries.next_attempt_at), finished_at = v.column7,
+                          lease_until = NULL
+    FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1
+"""
+
+
+def forward_rows(
+    rows: Sequence[Sequence[Any]], returned: Sequence[Sequence[Any]], routes: Sequence[ForwardRoute]
+) -> list[tuple[str, str]]:
+    """(destination, event id) for each event a group commit stored (not a duplicate) and each destination whose
+    patterns take its type. `rows` are group_commit.insert_rows' (id first, type second, copies last), `returned`
+    the upsert's (id, deliveries): an event is new when its row holds exactly this batch's copies."""
+    if not routes:
+        return []
+    takes = [(destination, EventFilter(list(patterns)).accepts) for destination, patterns in routes]
+    deliveries = {row[0]: row[1] for row in returned}
+    return [
+        (destination, row[0])
+        for row in rows
+        if deliveries[row[0]] == row[-1]
+        for destination, accepts in takes
+        if accepts(row[1])
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardDelivery:
+    """A forward claimed for sending: the exact stored bytes, to one destination."""
+
+    id: int
+    destination: str
+    event_id: str
+    attempts: int  # counting the one now being made
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardOutcome:
+    delivery: ForwardDelivery
+    status: DeliveryStatus  # sent, queued (to be retried at next_attempt_at) or failed
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+    next_attempt_at: float | None
+    at: float
+    health: bool = True  # whether it says something about the destination (a removed one's does not)
+
+
+@dataclass(frozen=True, slots=True)
+class PausePolicy:
+    after_failures: int  # in a row
+    seconds: float  # the cool-down before one probe
+
+
+@dataclass(slots=True)
+class Health:
+    """A destination's run of failures: paused once it reaches the policy's count, until the cool-down ends and one
+    probe (in flight until probe_until) succeeds."""
+
+    failures: int = 0
+    paused_until: float | None = None
+    probe_until: float | None = None
+
+    def record(self, ok: bool, at: float, policy: PausePolicy) -> None:
+        if ok:
+            self.failures, self.paused_until, self.probe_until = 0, None, None
+            return
+        self.failures += 1
+        if self.paused_until is not None or self.failures >= policy.after_failures:
+            self.paused_until, self.probe_until = at + policy.seconds, None
+
+    def allowance(self, wanted: int, now: float) -> int:
+        """How many forwards may be claimed now: all wanted, none while paused, one (the probe) after the
+        cool-down."""
+        if self.paused_until is None:
+            return wanted
+        if now < self.paused_until or (self.probe_until is not None and now < self.probe_until):
+            return 0
+        return min(wanted, 1)
+
+    def resumes_at(self) -> float | None:
+        """While paused, when a probe may go."""
+        if self.paused_until is None:
+            return None
+        return max(self.paused_until, self.probe_until or 0.0)
+
+
+class ForwardingStore:
+    """The forwarding half of SqlStore."""
+
+    if TYPE_CHECKING:
+        db: Connector
+        _watchers: set[anyio.Event]
+
+        def _write(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+        def _committed(self) -> None: ...
+
+    def forward_new_events(self, routes: Sequence[ForwardRoute]) -> None:
+        """From now on, each new event gets a queued forward, in its own transaction, to each destination of
+        `routes` that takes its type."""
+        self.db.forward_routes = tuple(routes)
+
+    @contextmanager
+    def waking(self, wake: anyio.Event) -> Iterator[None]:
+        """Set `wake` at the next commit made in this process (or announced by the database) while open."""
+        self._watchers.add(wake)
+        try:
+            yield
+        finally:
+            self._watchers.discard(wake)
+
+    async def forward_schedule(self) -> tuple[dict[str, float], dict[str, Health]]:
+        """Per destination with forwards to make, when the earliest falls due (or its lease lapses); and the
+        destinations' health."""
+        due: dict[str, float] = {}
+        for target, at in await self.db.fetch(SCHEDULE):
+            due[target] = min(at, due.get(target, at))
+        return due, await _health(self.db, "")
+
+    async def forward_round(
+        self,
+        outcomes: Sequence[ForwardOutcome],
+        wanted: dict[str, int],
+        now: float,
+        lease_seconds: float,
+        pause: PausePolicy,
+    ) -> list[ForwardDelivery]:
+        """Record `outcomes` and claim up to `wanted[destination]` due forwards for each, for `lease_seconds`, in
+        one transaction (on SQLite, the ingest's next group commit); a paused destination gets none, or one probe
+        once its cool-down is over."""
+        lock_row, skip_locked = self.db.dialect.lock_row, self.db.dialect.skip_locked
+
+        async def work(tx: Transaction) -> list[ForwardDelivery]:
+            health = await _health(tx, lock_row)
+            if outcomes:
+                await _record(tx, outcomes)
+            changed = set()
+            for outcome in outcomes:
+                if outcome.health:
+                    health.setdefault(outcome.delivery.destination, Health()).record(
+                        outcome.status == "sent", outcome.at, pause
+                    )
+                    changed.add(outcome.delivery.destination)
+            claimed: list[tuple[Any, ...]] = []
+            for destination, count in sorted(wanted.items()):
+                state = health.get(destination, Health())
+                allowed = state.allowance(count, now)
+                if allowed and state.paused_until is not None:
+                    state.probe_until = now + lease_seconds
+                    health[destination] = state
+                    changed.add(destination)
+                taken = 0
+                for claimable in CLAIMABLE:
+                    if taken >= allowed:
+                        break
+                    rows = await tx.fetch(
+                        f"WITH chosen AS ({claimable}{skip_locked}) "
+                        "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = ? "
+                        "WHERE id IN (SELECT id FROM chosen) RETURNING id, target, event_id, attempts",
+                        destination,
+                        now,
+                        allowed - taken,
+                        now + lease_seconds,
+                    )
+                    claimed += rows
+                    taken += len(rows)
+            for destination in sorted(changed):
+                state = health[destination]
+                await tx.execute(
+                    "INSERT INTO forward_health (destination, failures, paused_until, probe_until) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (destination) DO UPDATE SET failures = excluded.failures, "
+                    "paused_until = excluded.paused_until, probe_until = excluded.probe_until",
+                    destination,
+                    state.failures,
+                    state.paused_until,
+                    state.probe_until,
+                )
+            payloads = await _payloads(tx, sorted({row[2] for row in claimed}))
+            return [
+                ForwardDelivery(row[0], row[1], row[2], row[3], payloads[row[2]])
+                for row in sorted(claimed, key=lambda row: row[0])
+                if row[2] in payloads
+            ]
+
+        claimed = await self.db.write_batched(work)
+        self._committed()
+        return claimed
+
+    async def release_forwards(self, delivery_ids: Sequence[int]) -> None:
+        """Forwards claimed by a sender that stops before it has an answer: queued again at once, the attempt
+        not counted."""
+        if not delivery_ids:
+            return
+        async with self._write() as tx:
+            await tx.execute(
+                "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, lease_until = NULL "
+                f"WHERE status = 'sending' AND id IN ({', '.join('?' * len(delivery_ids))})",
+                *delivery_ids,
+            )
+
+    async def replay_forwards(self, event_ids: Sequence[str], destination: str, at: float, audit: Audit) -> list[int]:
+        """A new forward of each event to `destination`, due at once, audited; NotFound names a missing event.
+        Returns the new forwards' ids, in the order of `event_ids`."""
+        made = []
+        async with self._write() as tx:
+            found = {row[0] for row in await tx.fetch(_in("SELECT id FROM events WHERE id IN", event_ids), *event_ids)}
+            for event_id in event_ids:
+                if event_id not in found:
+                    raise NotFound.event(event_id)
+            for event_id in event_ids:
+                (row,) = await tx.fetch(
+                    "INSERT INTO deliveries (kind, target, event_id, next_attempt_at, created_at, replay) "
+                    "VALUES ('forward', ?, ?, ?, ?, ?) RETURNING id",
+                    destination,
+                    event_id,
+                    at,
+                    at,
+                    True,
+                )
+                made.append(row[0])
+                await tx.execute(
+                    "INSERT INTO audit (at, actor, action, event_id, arguments, result) VALUES (?, ?, ?, ?, ?, ?)",
+                    at,
+                    audit.actor,
+                    audit.action,
+                    event_id,
+                    json.dumps({**audit.arguments, "event_id": event_id}),
+                    json.dumps({"forward_id": row[0], "destination": destination}),
+                )
+                await tx.execute("INSERT INTO changes (event_id) VALUES (?)", event_id)
+        return made
+
+    async def forwards(self, event_id: str) -> list[Forward]:
+        rows = await self.db.fetch(
+            f"SELECT {FORWARD_COLUMNS} FROM deliveries WHERE event_id = ? AND kind = 'forward' ORDER BY id", event_id
+        )
+        return [forward(row) for row in rows]
+
+    async def forward(self, forward_id: int) -> Forward:
+        (row,) = await self.db.fetch(f"SELECT {FORWARD_COLUMNS} FROM deliveries WHERE id = ?", forward_id)
+        return forward(row)
+
+    async def forward_counts(self) -> list[tuple[str, str, int]]:
+        """(destination, delivery state, number of forwards) for every pair present."""
+        rows = await self.db.fetch(
+            "SELECT target, status, count(*) FROM deliveries WHERE kind = 'forward' GROUP BY target, status "
+            "ORDER BY target, status"
+        )
+        return [(row[0], row[1], int(row[2])) for row in rows]
+
+    async def events_created(
+        self, since: int, until: int | None, event_type: str | None, after: int, limit: int
+    ) -> list[tuple[int, str]]:
+        """(seq, id) of the events Stripe created in [since, until), of `event_type` if given, after seq `after`,
+        in arrival order."""
+        where, parameters = _created(since, until, event_type)
+        rows = await self.db.fetch(
+            f"SELECT seq, id FROM events WHERE seq > ? AND {where} ORDER BY seq LIMIT ?", after, *parameters, limit
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    async def count_created(self, since: int, until: int | None, event_type: str | None) -> int:
+        where, parameters = _created(since, until, event_type)
+        (row,) = await self.db.fetch(f"SELECT count(*) FROM events WHERE {where}", *parameters)
+        return int(row[0])
+
+
+def forward(row: Sequence[Any]) -> Forward:
+    status = row[2]
+    return Forward(
+        id=row[0],
+        destination=row[1],
+        status=status,
+        attempts=row[3],
+        status_code=row[4],
+        latency_ms=None if row[5] is None else round(row[5], 3),
+        error=row[6],
+        replay=bool(row[7]),
+        created_at=utc(row[8]),  # type: ignore[arg-type]
+        next_attempt_at=utc(row[9]) if status == "queued" else None,
+        finished_at=utc(row[10]),
+    )
+
+
+async def _health(db: Transaction | Connector, lock: str) -> dict[str, Health]:
+    rows = await db.fetch(
+        f"SELECT destination, failures, paused_until, probe_until FROM forward_health ORDER BY destination{lock}"
+    )
+    return {row[0]: Health(row[1], row[2], row[3]) for row in rows}
+
+
+async def _record(tx: Transaction, outcomes: Sequence[ForwardOutcome]) -> None:
+    final = ("sent", "failed")
+    values = [
+        value
+        for o in outcomes
+        for value in (
+            o.delivery.id,
+            o.status,
+            o.error,
+            o.status_code,
+            o.latency_ms,
+            o.next_attempt_at,
+            o.at if o.status in final else None,
+        )
+    ]
+    await tx.execute(RECORD_OUTCOMES.format(values=", ".join([OUTCOME_VALUES] * len(outcomes))), *values)
+    event_ids = sorted({o.delivery.event_id for o in outcomes})
+    await tx.execute(f"INSERT INTO changes (event_id) VALUES {', '.join(['(?)'] * len(event_ids))}", *event_ids)
+
+
+async def _payloads(tx: Transaction, event_ids: Sequence[str]) -> dict[str, bytes]:
+    if not event_ids:
+        return {}
+    rows = await tx.fetch(_in("SELECT id, payload FROM events WHERE id IN", event_ids), *event_ids)
+    return {row[0]: bytes(row[1]) for row in rows}
+
+
+def _in(sql: str, values: Sequence[Any]) -> str:
+    return f"{sql} ({', '.join('?' * len(values))})"
+
+
+def _created(since: int, until: int | None, event_type: str | None) -> tuple[str, list[Any]]:
+    where, parameters = ["created >= ?"], [since]
+    if until is not None:
+        where.append("created < ?")
+        parameters.append(until)
+    if event_type:
+        where.append("type = ?")
+        parameters.append(event_type)
+    return " AND ".join(where), parameters
