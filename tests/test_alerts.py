@@ -137,3 +137,24 @@ async def test_retention_prunes_acked_events_once_a_day_and_audits_the_count(
         assert await upkeep.retain(two_days_on + 60) is None  # once a day, whichever replica asks
         rows = await inbox.store.db.fetch("SELECT actor, action, result FROM audit WHERE event_id IS NULL")
     assert [tuple(row) for row in rows] == [("retention", "prune", '{"deleted": 2}')]
+
+
+async def test_a_paused_forward_destination_alerts(
+    tmp_path: Path, receiver: HTTPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_SECRET", HOOK_SECRET)
+    forward = (
+        "failed_actions = false\n[outbox]\nretry_base_seconds = 0.05\npause_after_failures = 1\npause_seconds = 600\n"
+        f'[[forward]]\nname = "legacy"\nurl = "{receiver.url}/broken"\nsecret_env = "FORWARD_SECRET"\n'
+    )
+    monkeypatch.setenv("FORWARD_SECRET", "whsec_" + "f" * 32)
+    server, _ = serve_with(tmp_path, receiver, forward)
+    try:
+        payload = encode(make_event())
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(server.webhook_url, content=payload, headers=signed_headers(payload))
+        assert response.status_code == 200
+        (opened,) = await pages(receiver, 1)
+        assert opened.startswith("stripe-inbox alert: forwarding is paused after repeated failures to: legacy")
+    finally:
+        stop_server(server)

@@ -71,13 +71,16 @@ class FailedActions:
 
 @dataclass(frozen=True, slots=True)
 class PausedForwards:
-    """The hook for paused `[[forward]]` destinations. Forwarding is not in this tree yet: it finds nothing
-    until forwarding gives the store a way to list paused destinations."""
+    """A `[[forward]]` destination failed so often in a row that forwarding to it is paused."""
 
     name: str = "paused_forwards"
 
     async def check(self, inbox: Inbox, now: float) -> Finding | None:
-        return None
+        _, health = await inbox.store.forward_schedule()
+        paused = sorted(name for name, state in health.items() if state.paused_until is not None)
+        if not paused:
+            return None
+        return Finding(f"forwarding is paused after repeated failures to: {', '.join(paused)}")
 
 
 def conditions(settings: AlertSettings) -> list[Condition]:
