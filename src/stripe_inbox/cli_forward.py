@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 import anyio
 import anyio.abc
-import httpx
 
 from .actions.forward import NAME_PATTERN, post_signed
+from .actions.poster import Poster
 from .cli import ACTOR, _settings, _with_inbox
 from .errors import ConfigError, InvalidArgument
 from .events import EventFilter, check_patterns
@@ -123,6 +123,7 @@ class Follower:
         self.accepts = accepts
         self.key = POSITION_KEY.format(url=url)
         self.forwarded = 0
+        self._changed = anyio.Event()
 
     async def run(self, which: str) -> None:
         store = self.inbox.store
@@ -141,37 +142,42 @@ class Follower:
             await self._follow(position)
 
     async def _follow(self, position: int) -> None:
+        poster = Poster(self.url)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._watch)
+            try:
+                while True:
+                    position = await self._forward_after(position, poster)
+            finally:
+                poster.close()
+
+    async def _watch(self) -> None:
+        async for _ in self.inbox.store.watch_changes():
+            self._changed.set()
+
+    async def _forward_after(self, position: int, poster: Poster) -> int:
+        """Forward a page of the events stored after `position`, or wait for some; returns the new position."""
         store = self.inbox.store
-        changed = anyio.Event()
+        waiting = self._changed = anyio.Event()  # made before the read: a commit after it wakes us
+        events = await store.list_events(EventQuery(status=None, limit=PAGE, after=position))
+        if not events:
+            with anyio.move_on_after(IDLE_POLL_SECONDS):
+                await waiting.wait()
+            return position
+        for event in events:
+            if self.accepts.accepts(event.type):
+                await self._deliver(poster, event)
+        with anyio.CancelScope(shield=True):  # past the last one, forwarded or not
+            await store.set_state(self.key, str(events[-1].seq))
+        return events[-1].seq
 
-        async def watch() -> None:
-            nonlocal changed
-            async for _ in store.watch_changes():
-                changed.set()
-
-        async with httpx.AsyncClient() as client, anyio.create_task_group() as group:
-            group.start_soon(watch)
-            while True:
-                waiting = changed = anyio.Event()  # made before the read: a commit after it wakes us
-                events = await store.list_events(EventQuery(status=None, limit=PAGE, after=position))
-                for event in events:
-                    if self.accepts.accepts(event.type):
-                        await self._deliver(client, event)
-                if events and events[-1].seq != position:  # past the last one, forwarded or not
-                    position = events[-1].seq
-                    with anyio.CancelScope(shield=True):
-                        await store.set_state(self.key, str(position))
-                if not events:
-                    with anyio.move_on_after(IDLE_POLL_SECONDS):
-                        await waiting.wait()
-
-    async def _deliver(self, client: httpx.AsyncClient, event: StoredEvent) -> None:
+    async def _deliver(self, poster: Poster, event: StoredEvent) -> None:
         """POST until the handler answers; the answer and the new position are kept together (Ctrl-C waits for
         both), the waits between attempts are not."""
         attempt = 0
         while True:
             with anyio.CancelScope(shield=True):
-                answer = await post_signed(client, self.url, event.payload, self.secrets, TIMEOUT_SECONDS)
+                answer = await post_signed(poster, event.payload, self.secrets, TIMEOUT_SECONDS)
                 at = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
                 line = f"{at}  <-- [{answer.status_code or '---'}] POST {self.url} {event.type} [{event.id}]"
                 if answer.status_code is not None:

@@ -4,26 +4,23 @@ accepts it unchanged), and the delivery loop every server process runs over the 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from ..errors import StoreUnavailable
 from ..events import check_patterns
 from ..stores.forwarding import ForwardDelivery, ForwardOutcome, Health, PausePolicy
 from ..stripe.signature import sign
+from .poster import Poster, PostFailed
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -31,17 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stripe_inbox.forward")
 
-# httpcore tries `import sniffio` on every request to learn which event loop runs it, and falls back to asyncio
-# when that fails. Newer anyio no longer brings sniffio, and a failed import is not cached: each request paid for a
-# search of sys.path (~1 ms under load). None in sys.modules makes the import fail at once, with the same fallback.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 USER_AGENT = "stripe-inbox (forwarding a Stripe webhook)"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-# Requests in flight to one destination, each on a kept-alive connection of that destination's own pool (httpx
-# looks at every connection of a pool for each request, so a much larger one costs more than it gives).
-IN_FLIGHT_PER_DESTINATION = 8
+IN_FLIGHT_PER_DESTINATION = 8  # requests at once to one destination, each on a kept-alive connection
 # Forwards claimed per destination ahead of the requests, so one round's claim keeps the connections busy until the
 # next round; a slow or paused destination holds no more than this, the others keep their own.
 CLAIMED_AHEAD = 64
@@ -99,9 +89,7 @@ class Answer:
     error: str | None  # None when it took the event (2xx)
 
 
-async def post_signed(
-    client: httpx.AsyncClient, url: str, payload: bytes, secrets: Sequence[str], timeout: float
-) -> Answer:
+async def post_signed(poster: Poster, payload: bytes, secrets: Sequence[str], timeout: float) -> Answer:
     """POST the exact bytes with a fresh signature. Anything but a 2xx is a failure, as Stripe counts it."""
     headers = {
         "Content-Type": "application/json",
@@ -110,15 +98,15 @@ async def post_signed(
     }
     started = time.perf_counter()
     try:
-        response = await client.post(url, content=payload, headers=headers, timeout=timeout)
-    except httpx.TimeoutException:
+        status, body = await poster.post(payload, headers, timeout)
+    except TimeoutError:
         return Answer(None, _since(started), f"timed out after {timeout:g} s")
-    except httpx.TransportError as error:
-        return Answer(None, _since(started), f"cannot connect: {type(error).__name__}")
+    except PostFailed as error:
+        return Answer(None, _since(started), str(error))
     latency = _since(started)
-    if 200 <= response.status_code < 300:
-        return Answer(response.status_code, latency, None)
-    return Answer(response.status_code, latency, f"HTTP {response.status_code}: {response.text[:ERROR_BODY_CHARS]}")
+    if 200 <= status < 300:
+        return Answer(status, latency, None)
+    return Answer(status, latency, f"HTTP {status}: {body.decode('utf-8', 'replace')[:ERROR_BODY_CHARS]}")
 
 
 def _since(started: float) -> float:
@@ -152,30 +140,27 @@ class Forwarder:
 
     async def run(self) -> None:
         """Forward whatever falls due, forever; several processes may run this on one inbox."""
-        limits = httpx.Limits(
-            max_connections=IN_FLIGHT_PER_DESTINATION, max_keepalive_connections=IN_FLIGHT_PER_DESTINATION
-        )
+        # Connections of their own per destination: a slow one's are not in the others' way.
+        posters = {name: Poster(str(destination.url)) for name, destination in self.destinations.items()}
         try:
-            async with AsyncExitStack() as stack, anyio.create_task_group() as group:
-                clients = {  # one pool per destination: a slow one's connections are not in the others' way
-                    name: await stack.enter_async_context(httpx.AsyncClient(limits=limits))
-                    for name in self.destinations
-                }
+            async with anyio.create_task_group() as group:
                 if self.destinations:
                     group.start_soon(self._yield_to_the_ingress)
                 while True:
                     started = time.monotonic()
                     try:
-                        next_at = await self._round(clients, group)
+                        next_at = await self._round(posters, group)
                     except StoreUnavailable as error:
                         log.warning("forward: %s; retrying", error)
                         next_at = None
                     await self._wait(next_at, started)
         finally:
+            for poster in posters.values():
+                poster.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
                 await self._stop()
 
-    async def _round(self, clients: dict[str, httpx.AsyncClient], group: anyio.abc.TaskGroup) -> float | None:
+    async def _round(self, posters: dict[str, Poster], group: anyio.abc.TaskGroup) -> float | None:
         """Record the answers in and claim what is due, in one write; returns when a forward next falls due, if
         known. While answers come in, the write is due anyway and claims whatever room each destination has; only
         an idle round reads first whether there is anything to do."""
@@ -206,7 +191,7 @@ class Forwarder:
         for delivery in claimed:
             self._claimed[delivery.destination] += 1
             self._sending.add(delivery.id)
-            group.start_soon(self._send, clients.get(delivery.destination), delivery)
+            group.start_soon(self._send, posters.get(delivery.destination), delivery)
         return now if claimed or outcomes else next_at
 
     async def _wait(self, next_at: float | None, started: float) -> None:
@@ -218,18 +203,17 @@ class Forwarder:
         self._wake = anyio.Event()
         await anyio.sleep(max(0.0, ROUND_SECONDS - (time.monotonic() - started)))
 
-    async def _send(self, client: httpx.AsyncClient | None, delivery: ForwardDelivery) -> None:
+    async def _send(self, poster: Poster | None, delivery: ForwardDelivery) -> None:
         try:
             destination = self.destinations.get(delivery.destination)
-            if destination is None or client is None:
+            if destination is None or poster is None:
                 error = f"destination {delivery.destination!r} is no longer configured"
                 outcome = ForwardOutcome(delivery, "failed", None, None, error, None, time.time(), health=False)
             else:
                 async with self._slots[destination.name]:
                     await self._pace()
                     answer = await post_signed(
-                        client,
-                        str(destination.url),
+                        poster,
                         delivery.payload,
                         self._secrets[destination.name],
                         destination.timeout_seconds,
