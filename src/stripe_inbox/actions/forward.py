@@ -36,6 +36,9 @@ IN_FLIGHT_PER_DESTINATION = 8  # requests at once to one destination, each on a 
 # next round; a slow or paused destination holds no more than this, the others keep their own.
 CLAIMED_AHEAD = 64
 ROUND_SECONDS = 0.01  # outcomes and claims are written once per round, not once per forward
+# While forwarding yields to a busy ingress, rounds are fewer: on SQLite each statement of a round runs on the
+# ingest thread, and each costs it a wait for the GIL.
+BUSY_ROUND_SECONDS = 0.25
 LEASE_MARGIN_SECONDS = 30.0
 # Forwarding yields the event loop to the ingress: while deliveries arrive and the loop runs late (a timer fires more
 # than LAG_LIMIT after it was due), the rate at which requests start is halved; while it is on time, it grows back;
@@ -201,7 +204,8 @@ class Forwarder:
             with self.store.waking(self._wake), anyio.move_on_after(timeout):
                 await self._wake.wait()
         self._wake = anyio.Event()
-        await anyio.sleep(max(0.0, ROUND_SECONDS - (time.monotonic() - started)))
+        spacing = ROUND_SECONDS if self._rate is None else BUSY_ROUND_SECONDS
+        await anyio.sleep(max(0.0, spacing - (time.monotonic() - started)))
 
     async def _send(self, poster: Poster | None, delivery: ForwardDelivery) -> None:
         try:
