@@ -98,8 +98,11 @@ class Inbox:
         durable transaction that inserts new events and counts deliveries of known ones."""
         accepted = [self.filter.accepts(event.type) for event in events]
         kept = [event for event, keep in zip(events, accepted, strict=True) if keep]
-        self.forwarder.arrivals += len(kept)
-        stored = iter(await self.store.add_events(kept, time.time()) if kept else [])
+        self.forwarder.waiting += 1
+        try:
+            stored = iter(await self.store.add_events(kept, time.time()) if kept else [])
+        finally:
+            self.forwarder.waiting -= 1
         return [next(stored) if keep else "filtered" for keep in accepted]
 
     # -- reading ---------------------------------------------------------------------------------

@@ -40,12 +40,13 @@ ROUND_SECONDS = 0.01  # outcomes and claims are written once per round, not once
 # ingest thread, and each costs it a wait for the GIL.
 BUSY_ROUND_SECONDS = 0.25
 LEASE_MARGIN_SECONDS = 30.0
-# Forwarding yields the event loop to the ingress: while deliveries arrive and the loop runs late (a timer fires more
-# than LAG_LIMIT after it was due), the rate at which requests start is halved; while it is on time, it grows back;
-# with no deliveries arriving it is unlimited, so a backlog built in a burst drains at full speed after it.
-LAG_PROBE_SECONDS = 0.01
-LAG_LIMIT_SECONDS = 0.002
+# Forwarding yields the CPU to a busy ingress: while on average BUSY_WAITING deliveries or more wait for their commit
+# (the ingress is near what it can take), the rate at which requests start is halved; otherwise it grows back, to no
+# limit at all, so a backlog built in a burst drains at full speed after it. At light load nothing waits long and
+# forwards go at once.
+SAMPLE_SECONDS = 0.01
 ADJUST_SECONDS = 0.1
+BUSY_WAITING = 4.0
 MIN_RATE, MAX_RATE = 20.0, 20_000.0  # requests started per second
 IDLE_POLL_SECONDS = 1.0  # how soon forwards queued by another process (SQLite) are noticed
 RELEASE_SECONDS = 5.0  # at shutdown, how long handing unanswered forwards back may take
@@ -139,7 +140,7 @@ class Forwarder:
         self._rate: float | None = None  # requests started per second; None: as fast as they come
         self._started = 0
         self._next_start = 0.0
-        self.arrivals = 0  # events the ingress accepted; Inbox.accept counts them
+        self.waiting = 0  # deliveries waiting for their commit; Inbox.accept counts them
 
     async def run(self) -> None:
         """Forward whatever falls due, forever; several processes may run this on one inbox."""
@@ -250,24 +251,20 @@ class Forwarder:
             await anyio.sleep(start - now)
 
     async def _yield_to_the_ingress(self) -> None:
-        """While deliveries arrive: halve the rate while the event loop runs late, grow it back while it is on time
-        (AIMD). Otherwise no limit."""
-        worst, window, started, arrivals = 0.0, time.monotonic(), self._started, self.arrivals
+        """Halve the rate while the ingress is busy, grow it back while it is not (AIMD)."""
+        samples, waiting, window, started = 0, 0, time.monotonic(), self._started
         while True:
-            before = time.monotonic()
-            await anyio.sleep(LAG_PROBE_SECONDS)
+            await anyio.sleep(SAMPLE_SECONDS)
+            samples, waiting = samples + 1, waiting + self.waiting
             now = time.monotonic()
-            worst = max(worst, now - before - LAG_PROBE_SECONDS)
             if now - window < ADJUST_SECONDS:
                 continue
             observed = (self._started - started) / (now - window)
-            if self.arrivals == arrivals:
-                self._rate = None
-            elif worst > LAG_LIMIT_SECONDS:
+            if waiting / samples >= BUSY_WAITING:
                 self._rate = max(MIN_RATE, min(self._rate or observed, observed) / 2)
             elif self._rate is not None:
-                self._rate = None if self._rate * 1.25 > MAX_RATE else self._rate * 1.25
-            worst, window, started, arrivals = 0.0, now, self._started, self.arrivals
+                self._rate = None if self._rate * 1.5 > MAX_RATE else self._rate * 1.5
+            samples, waiting, window, started = 0, 0, now, self._started
 
     def _outcome(self, delivery: ForwardDelivery, answer: Answer) -> ForwardOutcome:
         now = time.time()
