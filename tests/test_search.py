@@ -3,6 +3,7 @@ MCP and the command line."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib
 import json
@@ -19,9 +20,11 @@ from mcp import Client
 from stripe_inbox import Inbox, load_settings, open_inbox
 from stripe_inbox.errors import InvalidArgument
 from stripe_inbox.events import IncomingEvent
+from stripe_inbox.indexing import findable_payload
 from stripe_inbox.mcp.server import create_mcp_server
 from stripe_inbox.stores import EventQuery, open_store
-from stripe_inbox.stores import search as search_module
+from stripe_inbox import search_indexer
+from stripe_inbox.search_indexer import SearchIndexer
 
 from .conftest import FIXTURES, SECRET, cli_env, encode, make_event, needs_fixtures, run_cli
 from .test_mcp import error_text, ok
@@ -56,9 +59,11 @@ def made(event_type: str, created: int = T0, **fields: Any) -> dict[str, Any]:
     return event
 
 
-async def add(inbox: Inbox, *events: dict[str, Any], received_at: float | None = None) -> None:
+async def add(inbox: Inbox, *events: dict[str, Any], received_at: float | None = None, index: bool = True) -> None:
     for event in events:  # one delivery each, so arrival order is the order given
         await inbox.store.add_events([IncomingEvent.parse(encode(event))], received_at or time.time())
+    if index:  # what serve's indexer does within a second
+        await inbox.indexer.catch_up()
 
 
 def ids(page: Any) -> list[str]:
@@ -270,15 +275,49 @@ async def test_pruning_removes_an_event_from_search_and_timelines(inbox: Inbox) 
     assert (await inbox.timeline(object_id)).events == []
 
 
-async def test_upgrading_builds_the_index_for_the_events_already_stored(
+async def test_a_search_says_how_many_events_it_cannot_find_yet(inbox: Inbox) -> None:
+    """The index is written off the path to the 200: an event is searchable once the indexer has run."""
+    fresh = made("invoice.paid", description="annual plan")
+    await add(inbox, fresh, index=False)
+    object_id = fresh["data"]["object"]["id"]
+    page = await inbox.list_events("all", query="annual")
+    assert (ids(page), page.unindexed) == ([], 1)
+    timeline = await inbox.timeline(object_id)
+    assert (timeline.events, timeline.unindexed) == ([], 1)
+    assert (await inbox.list_events("all")).total == 1  # the inbox itself holds it already
+    assert await inbox.indexer.catch_up() == 1
+    page = await inbox.list_events("all", query="annual")
+    assert (ids(page), page.unindexed) == ([fresh["id"]], 0)
+    assert [e.id for e in (await inbox.timeline(object_id)).events] == [fresh["id"]]
+
+
+async def test_indexers_in_several_processes_index_each_event_once(db: str) -> None:  # noqa: F811
+    stores = [await open_store(db), await open_store(db)]
+    try:
+        events = [IncomingEvent.parse(encode(made("invoice.paid", description="shared plan"))) for _ in range(60)]
+        await stores[0].add_events(events, time.time())
+        while sum(await asyncio.gather(*(store.index_queued(7) for store in stores))):
+            pass  # a key or full-text row written twice would break a primary key, or show in the count below
+        found = await stores[1].list_events(EventQuery(status=None, words=("shared",), limit=100))
+        assert sorted(event.id for event in found) == sorted(event.id for event in events)
+        assert await stores[0].unindexed() == 0
+    finally:
+        for store in stores:
+            await store.close()
+
+
+@pytest.mark.parametrize("release", ["before search", "search on the commit path"])
+async def test_upgrading_indexes_the_events_already_stored_with_progress(
     db: str,  # noqa: F811
+    release: str,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     postgres = db.startswith("postgresql://")
     schema = importlib.import_module(f"stripe_inbox.stores.{'postgres' if postgres else 'sqlite'}_schema")
     current = schema.MIGRATIONS
-    monkeypatch.setattr(schema, "MIGRATIONS", current[: 3 if postgres else 5])  # the release before search
+    released = (3 if postgres else 5) if release == "before search" else len(current) - 1
+    monkeypatch.setattr(schema, "MIGRATIONS", current[:released])
     old = await open_store(db)
     invoice_id = "in_" + secrets.token_hex(8)
     events = [made("invoice.payment_failed", T0, id=invoice_id, customer_email="old@example.com")]
@@ -293,14 +332,15 @@ async def test_upgrading_builds_the_index_for_the_events_already_stored(
             )
     await old.close()
     monkeypatch.setattr(schema, "MIGRATIONS", current)
-    monkeypatch.setattr(search_module, "PROGRESS_FROM", 2)
-    monkeypatch.setattr(search_module, "BACKFILL_BATCH", 3)
-    with caplog.at_level(logging.INFO, logger="stripe_inbox"):
-        upgraded = await open_store(db)
+    monkeypatch.setattr(search_indexer, "PROGRESS_FROM", 2)
+    monkeypatch.setattr(search_indexer, "INDEX_BATCH", 3)
+    upgraded = await open_store(db)
     try:
-        progress = [record.getMessage() for record in caplog.records]
-        assert progress == [
-            "indexing 7 stored events for search (once, on upgrade)",
+        assert await upgraded.unindexed() == 7  # the upgrade itself only queues them
+        with caplog.at_level(logging.INFO, logger="stripe_inbox"):
+            assert await SearchIndexer(upgraded).catch_up() == 7
+        assert [record.getMessage() for record in caplog.records] == [
+            "indexing 7 stored events for search",
             "indexed 3 of 7 events",
             "indexed 6 of 7 events",
             "indexed 7 of 7 events",
@@ -310,6 +350,7 @@ async def test_upgrading_builds_the_index_for_the_events_already_stored(
         assert [e.id for e in await upgraded.timeline(invoice_id, 10)] == [events[0]["id"], events[1]["id"]]
         assert (await upgraded.resolutions([found]))[found.id].superseded_by == events[1]["id"]
         await upgraded.add_events([IncomingEvent.parse(encode(made("invoice.paid", description="after")))], 2.0)
+        assert await SearchIndexer(upgraded).catch_up() == 1
         assert len(await upgraded.list_events(EventQuery(status=None, words=("after",)))) == 1
     finally:
         await upgraded.close()
@@ -356,7 +397,7 @@ def test_the_command_line_filters_shows_timelines_and_refuses_bad_values(tmp_pat
 
     async def seed() -> None:
         async with open_inbox(load_settings(db=str(path), webhook_secret=SECRET)) as inbox:
-            await add(inbox, paid, failed)
+            await add(inbox, paid, failed, index=False)  # the command line indexes them itself
 
     import anyio
 
@@ -395,10 +436,11 @@ def test_what_search_indexes_of_an_event() -> None:
         "metadata": {"order_id": "6735", "note": "VIP"},
         "payload": {"huge": "not indexed"},
     }
-    parsed = IncomingEvent.parse(encode(copy.deepcopy(event)))
-    assert parsed.email == "ann@example.com"
-    assert parsed.related_ids == ("ch_3MtwBwLkdIwHu7ix0snN0B15", "in_1Nx", "pi_3MtwBw")
-    terms = parsed.search_text.split()
+    found = findable_payload(encode(copy.deepcopy(event)))
+    assert found.emails == ("ann@example.com",)
+    assert found.related_ids == ("ch_3MtwBwLkdIwHu7ix0snN0B15", "in_1Nx", "pi_3MtwBw")
+    assert found.keys == (*found.related_ids, "ann@example.com")
+    terms = found.text.split()
     for term in ("ch_3mtwbwlkdiwhu7ix0snn0b15", "3mtwbwlkdiwhu7ix0snn0b15", "ann@example.com", "example.com"):
         assert term in terms
     for term in ("ann", "lee", "insufficient", "funds", "insufficient_funds", "6735", "vip", event["id"]):

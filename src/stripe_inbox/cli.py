@@ -385,6 +385,7 @@ def _trigger(args: argparse.Namespace) -> None:
 
 def _events_list(args: argparse.Namespace) -> None:
     async def work(inbox: Inbox) -> None:
+        await inbox.indexer.catch_up()  # whether or not a `serve` runs to do it: a search here sees every event
         page = await inbox.list_events(
             args.status,
             args.type,
@@ -476,6 +477,7 @@ def _events_prune(args: argparse.Namespace) -> None:
 
 def _events_timeline(args: argparse.Namespace) -> None:
     async def work(inbox: Inbox) -> None:
+        await inbox.indexer.catch_up()
         timeline = await inbox.timeline(args.object_id)
         if args.json:
             print(timeline.model_dump_json(indent=2))

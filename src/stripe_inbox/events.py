@@ -10,7 +10,6 @@ from typing import Any, Literal
 import orjson
 
 from .errors import DeliveryRejected
-from .indexing import findable
 
 # Amount fields in the order that best describes what the event's object is about: a checkout's total,
 # an invoice's amount due, and otherwise the object's own amount (a charge's, not what was refunded).
@@ -33,10 +32,7 @@ class IncomingEvent:
     payload: bytes
     kind: Literal["snapshot", "thin"] = "snapshot"
     related_object: dict[str, Any] | None = None  # what a thin event is about
-    email: str | None = None  # lowercased, for the email filter
     object_status: str | None = None  # data.object.status: what resolution reads of a generic `.updated`
-    search_text: str = ""  # what full text search indexes (indexing.findable)
-    related_ids: tuple[str, ...] = ()  # the objects it is about, for timelines: its own first
 
     @classmethod
     def parse(cls, payload: bytes) -> IncomingEvent:
@@ -57,7 +53,6 @@ class IncomingEvent:
         obj = data_object(event)
         _, amount, currency = amount_of(obj) or (None, None, None)
         account = event.get("account") if isinstance(event.get("account"), str) else None
-        found = findable(event_id, obj, account)
         status = obj.get("status")
         return cls(
             id=event_id,
@@ -70,10 +65,7 @@ class IncomingEvent:
             amount=amount,
             currency=currency.lower() if currency else None,
             payload=payload,
-            email=found.email,
             object_status=status if isinstance(status, str) else None,
-            search_text=found.text,
-            related_ids=found.related_ids,
         )
 
     @classmethod
@@ -83,7 +75,6 @@ class IncomingEvent:
             raise DeliveryRejected("invalid_payload", "the thin event's related_object has no string 'id'")
         context = event.get("context")
         account = context if isinstance(context, str) and context.startswith("acct_") else None
-        found = findable(event_id, related or {}, account)
         return cls(
             id=event_id,
             type=event_type,
@@ -97,8 +88,6 @@ class IncomingEvent:
             payload=payload,
             kind="thin",
             related_object=related,
-            search_text=found.text,
-            related_ids=found.related_ids,
         )
 
 

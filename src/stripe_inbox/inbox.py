@@ -41,6 +41,7 @@ from .models import (
     WaitResult,
     utc,
 )
+from .search_indexer import SearchIndexer
 from .settings import Settings
 from .stores import Audit, DeliveryKind, EventQuery, Store, StoredEvent, open_store
 from .stores.search import SEARCH_COUNT_CAP
@@ -69,6 +70,7 @@ class Inbox:
         self.filter = EventFilter(settings.events)
         self.outbox = Outbox(store, settings)
         self.forwarder = Forwarder(store, settings)
+        self.indexer = SearchIndexer(store)
         store.forward_new_events([(destination.name, tuple(destination.events)) for destination in settings.forward])
         # Parsing needs a client but makes no request, so a placeholder key will do.
         self._stripe = stripe.StripeClient(settings.api_key or "sk_unused")
@@ -170,6 +172,7 @@ class Inbox:
             total=SEARCH_COUNT_CAP if capped else total,
             total_exact=not capped,
             next_cursor=str(page[-1].seq) if len(rows) > limit else None,
+            unindexed=await self.store.unindexed() if selection.indexed else 0,
         )
 
     async def _only_currency(self, argument: str) -> str | None:
@@ -195,6 +198,7 @@ class Inbox:
             object_id=object_id.strip(),
             events=await self.summaries(rows[:MAX_TIMELINE]),
             truncated=len(rows) > MAX_TIMELINE,
+            unindexed=await self.store.unindexed(),
         )
 
     async def event(self, event_id: str) -> StoredEvent:

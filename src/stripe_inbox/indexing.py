@@ -1,6 +1,7 @@
-"""What search knows of an event, taken from its object at parse time: the ids it is about, its e-mail, and
-the words people search for (ids, e-mails, names, descriptions, failure and decline messages, metadata
-values), never the whole JSON. Queries are cut into words by the same rules, so both databases match alike."""
+"""What search knows of an event, read from its stored payload by the background indexer (never on the way to
+the 200): the ids it is about, its e-mails, and the words people search for (ids, e-mails, names, descriptions,
+failure and decline messages, metadata values), never the whole JSON. Queries are cut into words by the same
+rules, so both databases match alike."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
+
+from .events import data_object
 
 # An event is about its own object and about these, when its object refers to them.
 REFERENCE_FIELDS = ("invoice", "payment_intent", "charge", "subscription")
@@ -24,9 +29,33 @@ WORD = re.compile(r"[\w@.+-]+")
 
 @dataclass(frozen=True, slots=True)
 class Findable:
-    email: str | None
+    emails: tuple[str, ...]  # lowercased
     related_ids: tuple[str, ...]  # the object's own id first
     text: str  # the terms full-text search indexes, space-separated
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """What the event is found by exactly: the ids it is about (its timelines) and its e-mails."""
+        return self.related_ids + self.emails
+
+
+NOTHING = Findable((), (), "")
+
+
+def findable_payload(payload: bytes) -> Findable:
+    """What search knows of a stored event, from the exact bytes Stripe sent (a snapshot or a thin event)."""
+    try:
+        event = orjson.loads(payload)
+    except ValueError:
+        return NOTHING
+    if not isinstance(event, dict) or not isinstance(event_id := event.get("id"), str):
+        return NOTHING
+    if event.get("object") == "v2.core.event":
+        related, context = event.get("related_object"), event.get("context")
+        account = context if isinstance(context, str) and context.startswith("acct_") else None
+        return findable(event_id, related if isinstance(related, dict) else {}, account)
+    account = event.get("account")
+    return findable(event_id, data_object(event), account if isinstance(account, str) else None)
 
 
 def findable(event_id: str, obj: dict[str, Any], account: str | None) -> Findable:
@@ -60,7 +89,7 @@ def findable(event_id: str, obj: dict[str, Any], account: str | None) -> Findabl
     if obj.get("object") == "dispute":
         texts.append(obj.get("reason"))
     return Findable(
-        email=emails[0].strip().lower() if emails else None,
+        emails=tuple(dict.fromkeys(email.strip().lower() for email in emails)),
         related_ids=tuple(related),
         text=" ".join(terms(text for text in texts if isinstance(text, str))),
     )

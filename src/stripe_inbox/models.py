@@ -161,17 +161,22 @@ class EventDetail(BaseModel):
     forwards: list[Forward] = Field(default_factory=list)
 
 
+UNINDEXED = "events not in the search index yet (it catches up within seconds): a search cannot find them yet"
+
+
 class EventPage(BaseModel):
     events: list[EventSummary]
     total: int = Field(description="how many events match, across all pages")
     total_exact: bool = Field(default=True, description="false: a search matched more than total (10000)")
     next_cursor: str | None = Field(default=None, description="pass as cursor for the next page")
+    unindexed: int = Field(default=0, description=UNINDEXED)
 
 
 class Timeline(BaseModel):
     object_id: str
     events: list[EventSummary] = Field(description="oldest first")
     truncated: bool = Field(default=False, description="more than 1000 events: the first 1000")
+    unindexed: int = Field(default=0, description=UNINDEXED)
 
 
 class AckResult(BaseModel):

@@ -86,7 +86,7 @@ class InboxServer(MCPServer):
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Follow the inbox's changes, made here or by any other process, and tell subscribed clients which
-        resources changed; deliver the outbox."""
+        resources changed; deliver the outbox and the forwards; keep the search index."""
 
         async def publish() -> None:
             async for changed in self.inbox.changes():
@@ -97,6 +97,7 @@ class InboxServer(MCPServer):
             group.start_soon(publish)
             group.start_soon(self.inbox.outbox.run)
             group.start_soon(self.inbox.forwarder.run)
+            group.start_soon(self.inbox.indexer.run)
             if self.channel is not None:
                 group.start_soon(self.channel.run)
             yield

@@ -22,11 +22,13 @@ class Dialect:
 
     lock_row: str  # appended to a SELECT of the row a write transaction is about to change
     skip_locked: str  # appended to a SELECT of rows to claim, so concurrent claimers take different ones
-    text_match: str  # a condition on events: its search_text holds every term of the `?` full-text query
+    text_match: str  # a condition on text_source: the event's terms hold every term of the `?` full-text query
     text_source: str  # what a full-text search reads FROM, events among it, so the index leads
     text_seq: str  # the seq of text_source's rows, in whose order its index yields them
     text_index: str  # what to count the matches of a full-text search with no other filter in
     text_query: Callable[[Sequence[str]], str]  # that query, from the words searched for (each a prefix)
+    text_insert: str  # the head of an INSERT of rows into the full-text index ...
+    text_row: str  # ... and one row's values: the event's seq and its space-separated terms
     in_seq_order: str  # after a table name: read it in seq order, whatever index a range would suggest
 
 

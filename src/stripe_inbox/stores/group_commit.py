@@ -16,11 +16,11 @@ from .interface import AddOutcome
 
 INSERTED_COLUMNS = (  # in the order of insert_rows' rows
     "id, type, created, livemode, customer, account, object_id, amount, currency, payload, "
-    "received_at, last_delivery_at, kind, related_object, email, object_status, search_text, related_ids, deliveries"
+    "received_at, last_delivery_at, kind, related_object, object_status, deliveries"
 )
 Batch = Sequence[tuple[Sequence[IncomingEvent], float]]  # each caller's events and when they arrived
 IngestItem = tuple[list[IncomingEvent], float, "asyncio.Future[list[AddOutcome]]"]  # ... and who waits
-MAX_BATCH_EVENTS = 500  # 19 parameters each stays far below SQLite's limit of 32766
+MAX_BATCH_EVENTS = 500  # 16 parameters each stays far below SQLite's limit of 32766
 
 
 class IngestQueue(Protocol):
@@ -102,9 +102,6 @@ def _row(event: IncomingEvent, received_at: float, last_delivery_at: float, copi
         last_delivery_at,
         event.kind,
         None if event.related_object is None else json.dumps(event.related_object),
-        event.email,
         event.object_status,
-        event.search_text,
-        json.dumps(event.related_ids),
         copies,
     )

@@ -151,6 +151,11 @@ class EventQuery:
         return any(bound is not None for bound in bounds)
 
     @property
+    def indexed(self) -> bool:
+        """Whether a filter reads the search index, which the indexer fills a moment after each insert."""
+        return bool(self.words) or self.object_id is not None or self.email is not None
+
+    @property
     def searches(self) -> bool:
         """Whether any search filter is set: its total is then counted, up to SEARCH_COUNT_CAP."""
         searched = (self.object_id, self.email, self.currency, self.amount_gte, self.amount_lte)

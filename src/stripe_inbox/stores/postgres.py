@@ -20,15 +20,14 @@ from .connector import Dialect, Result, Row
 from .forwarding import ForwardRoute, forward_rows
 from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
 from .interface import AddOutcome
-from .postgres_schema import SEARCH_VECTOR, migrate
+from .postgres_schema import migrate
 
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 INSERT_EVENTS = f"""
     INSERT INTO events ({INSERTED_COLUMNS})
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[], $5::text[], $6::text[],
                          $7::text[], $8::bigint[], $9::text[], $10::bytea[], $11::float8[], $12::float8[],
-                         $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                         $19::integer[])
+                         $13::text[], $14::text[], $15::text[], $16::integer[])
     ON CONFLICT (id) DO UPDATE SET deliveries = events.deliveries + excluded.deliveries,
                                    last_delivery_at = excluded.last_delivery_at
     RETURNING id, deliveries
@@ -56,12 +55,14 @@ class PostgresConnector:
     dialect = Dialect(
         lock_row=" FOR UPDATE",
         skip_locked=" FOR UPDATE SKIP LOCKED",
-        # The terms as they are, no dictionary: the expression of the GIN index events_search.
-        text_match=f"{SEARCH_VECTOR} @@ CAST(? AS tsquery)",
-        text_source="events",
+        text_match="event_search.terms @@ CAST(? AS tsquery)",
+        text_source="event_search JOIN events USING (seq)",
         text_seq="seq",
-        text_index="events",
+        text_index="event_search",
         text_query=lambda words: " & ".join(f"'{word}':*" for word in words),
+        # The terms as they are, no parser or dictionary: findable cut them as the queries are cut.
+        text_insert="INSERT INTO event_search (seq, terms) VALUES ",
+        text_row="(?, array_to_tsvector(string_to_array(CAST(? AS text), ' ')))",
         in_seq_order="",  # its planner knows from its statistics how broad a range is
     )
     poll_seconds = 1.0  # NOTIFY wakes watchers; this is how often the listener's health is checked

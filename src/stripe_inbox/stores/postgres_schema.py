@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncpg
 
 from ..errors import StoreUnavailable
-from .search import SearchFacts, backfill_search_facts
 
-# The full-text document: the terms indexing.findable wrote, taken as they are (no parser, no dictionary).
+# Search as it was first built, on the commit path: columns of events, and indexes kept by triggers. The
+# search index migration replaces it.
 SEARCH_VECTOR = "array_to_tsvector(string_to_array(search_text, ' '))"
 SEARCH_COLUMNS = """
     ALTER TABLE events ADD COLUMN email TEXT, ADD COLUMN object_status TEXT,
         ADD COLUMN search_text TEXT NOT NULL DEFAULT '', ADD COLUMN related_ids TEXT NOT NULL DEFAULT '[]';
 """
-# The ids each event is about (event_objects) are kept by a trigger, once per insert statement.
 SEARCH_INDEXES = f"""
     CREATE TABLE event_objects (object_id TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (object_id, seq));
     INSERT INTO event_objects SELECT DISTINCT jsonb_array_elements_text(related_ids::jsonb), seq FROM events;
@@ -39,6 +38,40 @@ SEARCH_INDEXES = f"""
         FOR EACH STATEMENT EXECUTE FUNCTION relate_inserted_events();
     CREATE TRIGGER events_unrelated AFTER DELETE ON events REFERENCING OLD TABLE AS deleted
         FOR EACH STATEMENT EXECUTE FUNCTION unrelate_deleted_events();
+"""
+# The search index, off the commit path: an insert only queues the events' seqs (search_queue, once per
+# statement); the background indexer reads the queued events' payloads and writes their terms (event_search, a
+# stored tsvector under a GIN index) and the ids and e-mails they are found by (event_keys). Every event stored so
+# far is queued, so an upgrade is indexed in the background.
+SEARCH_INDEX = """
+    DROP TRIGGER events_related ON events;
+    DROP TRIGGER events_unrelated ON events;
+    DROP FUNCTION relate_inserted_events();
+    DROP FUNCTION unrelate_deleted_events();
+    DROP TABLE event_objects;
+    DROP INDEX events_search;
+    DROP INDEX events_email;
+    ALTER TABLE events DROP COLUMN email, DROP COLUMN search_text, DROP COLUMN related_ids;
+    CREATE TABLE search_queue (seq BIGINT PRIMARY KEY REFERENCES events (seq) ON DELETE CASCADE);
+    INSERT INTO search_queue SELECT seq FROM events;
+    CREATE TABLE event_keys (
+        key TEXT NOT NULL,
+        seq BIGINT NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+        PRIMARY KEY (key, seq)
+    );
+    CREATE INDEX event_keys_seq ON event_keys (seq);
+    CREATE TABLE event_search (
+        seq BIGINT PRIMARY KEY REFERENCES events (seq) ON DELETE CASCADE,
+        terms tsvector NOT NULL
+    );
+    CREATE INDEX event_search_terms ON event_search USING GIN (terms);
+    CREATE FUNCTION queue_inserted_events() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO search_queue SELECT seq FROM inserted;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_search_queue AFTER INSERT ON events REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION queue_inserted_events();
 """
 
 MIGRATIONS: list[str] = [
@@ -224,7 +257,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_received_at ON events (received_at);
     """,
     SEARCH_COLUMNS,
-    SearchFacts(),  # the new columns of the events already stored, read from their payloads
+    "SELECT 1 -- (filled the columns above from stored payloads; the search index migration drops them)",
     SEARCH_INDEXES,
     # Forwards to [[forward]] destinations go through the outbox: a delivery of kind 'forward' has no
     # notification or ticket behind it (ref_id NULL) and records the destination's answer. forward_health
@@ -246,6 +279,7 @@ MIGRATIONS: list[str] = [
         probe_until DOUBLE PRECISION
     );
     """,
+    SEARCH_INDEX,
 ]
 
 
@@ -265,23 +299,5 @@ async def migrate(db: asyncpg.Connection) -> None:
                 f"({len(MIGRATIONS)}); upgrade stripe-inbox"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            if isinstance(script, SearchFacts):
-                await backfill_search_facts(PostgresMigration(db))
-            else:
-                await db.execute(script)
+            await db.execute(script)
             await db.execute("INSERT INTO stripe_inbox_schema (version) VALUES ($1)", number)
-
-
-class PostgresMigration:
-    def __init__(self, db: asyncpg.Connection) -> None:
-        self._db = db
-
-    async def fetch(self, sql: str, *parameters: object) -> list[tuple[object, ...]]:
-        from .postgres import numbered  # which imports this module
-
-        return [tuple(row) for row in await self._db.fetch(numbered(sql), *parameters)]
-
-    async def execute_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
-        from .postgres import numbered
-
-        await self._db.executemany(numbered(sql), rows)

@@ -15,6 +15,7 @@ import anyio
 
 from ..errors import InvalidArgument, NotFound
 from ..events import IncomingEvent
+from ..indexing import Findable, findable_payload
 from ..models import (
     Approval,
     AuditEntry,
@@ -42,7 +43,7 @@ from .rows import (
     stored_event,
     ticket,
 )
-from .search import SEARCH_COUNT_CAP, search_where
+from .search import SEARCH_COUNT_CAP, search_where, write_index
 
 CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set of ids
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
@@ -141,7 +142,7 @@ class SqlStore(ForwardingStore):
     async def timeline(self, object_id: str, limit: int) -> list[StoredEvent]:
         """The events about an object, oldest first by Stripe's time, then arrival."""
         rows = await self.db.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT seq FROM event_objects WHERE object_id = ?) "
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT seq FROM event_keys WHERE key = ?) "
             "ORDER BY created, seq LIMIT ?",
             object_id,
             limit,
@@ -155,13 +156,29 @@ class SqlStore(ForwardingStore):
         if not objects:
             return resolve(facts, [])
         rows = await self.db.fetch(
-            "SELECT e.id, e.type, e.object_id, e.object_status, e.created, e.seq FROM event_objects o "
-            f"JOIN events e ON e.seq = o.seq WHERE o.object_id IN ({', '.join(['?'] * len(objects))}) "
-            "AND e.object_id = o.object_id AND e.created >= ?",
+            "SELECT e.id, e.type, e.object_id, e.object_status, e.created, e.seq FROM event_keys k "
+            f"JOIN events e ON e.seq = k.seq WHERE k.key IN ({', '.join(['?'] * len(objects))}) "
+            "AND e.object_id = k.key AND e.created >= ?",
             *objects,
             min(fact.created for fact in facts),
         )
         return resolve(facts, [Fact(*row) for row in rows])
+
+    async def unindexed(self) -> int:
+        """How many stored events the search index does not hold yet."""
+        rows = await self.db.fetch("SELECT count(*) FROM search_queue")
+        return int(rows[0][0])
+
+    async def index_queued(self, limit: int) -> int:
+        """Index up to `limit` of the events queued for search, oldest first, in one write; how many it indexed.
+        Their terms are read out of the payloads in a worker thread, before the write."""
+        rows = await self.db.fetch(
+            "SELECT q.seq, e.payload FROM search_queue q JOIN events e ON e.seq = q.seq ORDER BY q.seq LIMIT ?", limit
+        )
+        if not rows:
+            return 0
+        found = await anyio.to_thread.run_sync(_findables, rows)
+        return await self.db.write_batched(lambda tx: write_index(tx, self.db.dialect, found))
 
     async def currencies(self) -> list[str]:
         """The lowest and highest currency the stored amounts are in: one when they agree, none without amounts."""
@@ -821,6 +838,10 @@ def _where(query: EventQuery, dialect: Dialect) -> tuple[list[str], list[Any]]:
             parameters.append(value)
     searched, values = search_where(query, dialect)
     return where + searched, parameters + values
+
+
+def _findables(rows: Sequence[Any]) -> list[tuple[int, Findable]]:
+    return [(int(seq), findable_payload(bytes(payload))) for seq, payload in rows]
 
 
 def _fact(event: StoredEvent) -> Fact:

@@ -31,7 +31,7 @@ INSERT_EVENTS = f"""
                                    last_delivery_at = excluded.last_delivery_at
     RETURNING id, deliveries
 """
-INSERT_VALUES = f"({', '.join(['?'] * 19)})"
+INSERT_VALUES = f"({', '.join(['?'] * 16)})"
 INSERT_CHANGES = "INSERT INTO changes (event_id) VALUES {values}"
 # Each new event's forwards come from a trigger on the ingest's own connection (TEMP: this process's destinations,
 # not another's), inside the INSERT of the events: a statement more per commit would cost the ingest thread one more
@@ -85,6 +85,8 @@ class SQLiteConnector:
         text_seq="event_search.rowid",
         text_index="event_search",  # counting its matches alone skips a read of each event's row
         text_query=lambda words: " AND ".join(f'"{word}"*' for word in words),
+        text_insert="INSERT INTO event_search (rowid, terms) VALUES ",
+        text_row="(?, ?)",
         # SQLite keeps no statistics of a range's width: it would sort every match of a broad one.
         in_seq_order=" NOT INDEXED",
     )

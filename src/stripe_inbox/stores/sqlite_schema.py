@@ -8,10 +8,9 @@ import sqlite3
 import aiosqlite
 
 from ..errors import StoreUnavailable
-from .search import SearchFacts, backfill_search_facts
 
-# What search reads of an event, as columns, and the ids each event is about (event_objects), kept by
-# triggers; the full-text index reads search_text from events (FTS5 external content).
+# Search as it was first built, on the commit path: columns of events, and indexes kept by triggers. The
+# search index migration replaces it.
 SEARCH_COLUMNS = """
     ALTER TABLE events ADD COLUMN email TEXT;
     ALTER TABLE events ADD COLUMN object_status TEXT;
@@ -37,6 +36,34 @@ SEARCH_INDEXES = """
     CREATE TRIGGER events_search_delete AFTER DELETE ON events BEGIN
         INSERT INTO event_search (event_search, rowid, search_text) VALUES ('delete', OLD.seq, OLD.search_text);
         DELETE FROM event_objects WHERE seq = OLD.seq AND object_id IN (SELECT value FROM json_each(OLD.related_ids));
+    END;
+"""
+# The search index, off the commit path: an insert only queues the event's seq (search_queue); the background
+# indexer reads the queued events' payloads and writes their terms (event_search) and the ids and e-mails they are
+# found by (event_keys). Every event stored so far is queued, so an upgrade is indexed in the background.
+SEARCH_INDEX = """
+    DROP TRIGGER events_search_insert;
+    DROP TRIGGER events_search_delete;
+    DROP TABLE event_search;
+    DROP TABLE event_objects;
+    DROP INDEX events_email;
+    ALTER TABLE events DROP COLUMN email;
+    ALTER TABLE events DROP COLUMN search_text;
+    ALTER TABLE events DROP COLUMN related_ids;
+    CREATE TABLE search_queue (seq INTEGER PRIMARY KEY);
+    INSERT INTO search_queue SELECT seq FROM events;
+    CREATE TABLE event_keys (key TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (key, seq)) WITHOUT ROWID;
+    CREATE INDEX event_keys_seq ON event_keys (seq);
+    CREATE VIRTUAL TABLE event_search USING fts5(
+        terms, tokenize = "unicode61 remove_diacritics 0 tokenchars '_@.+-'"
+    );
+    CREATE TRIGGER events_search_queue AFTER INSERT ON events BEGIN
+        INSERT INTO search_queue VALUES (NEW.seq);
+    END;
+    CREATE TRIGGER events_search_delete AFTER DELETE ON events BEGIN
+        DELETE FROM search_queue WHERE seq = OLD.seq;
+        DELETE FROM event_keys WHERE seq = OLD.seq;
+        DELETE FROM event_search WHERE rowid = OLD.seq;
     END;
 """
 
@@ -223,7 +250,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_received_at ON events (received_at);
     """,
     SEARCH_COLUMNS,
-    SearchFacts(),  # the new columns of the events already stored, read from their payloads
+    "SELECT 1 -- (filled the columns above from stored payloads; the search index migration drops them)",
     SEARCH_INDEXES,
     # Forwards to [[forward]] destinations go through the outbox: a delivery of kind 'forward' has no
     # notification or ticket behind it (ref_id NULL) and records the destination's answer. SQLite cannot
@@ -264,6 +291,7 @@ MIGRATIONS: list[str] = [
         probe_until REAL
     );
     """,
+    SEARCH_INDEX,
 ]
 
 
@@ -278,28 +306,13 @@ async def migrate(db: aiosqlite.Connection) -> None:
                 f"({len(MIGRATIONS)}); upgrade stripe-inbox"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            if isinstance(script, SearchFacts):
-                await backfill_search_facts(SQLiteMigration(db))
-            else:
-                for statement in _statements(script):
-                    await db.execute(statement)
+            for statement in _statements(script):
+                await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {number}")
         await db.execute("COMMIT")
     except BaseException:
         await db.execute("ROLLBACK")
         raise
-
-
-class SQLiteMigration:
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
-
-    async def fetch(self, sql: str, *parameters: object) -> list[tuple[object, ...]]:
-        async with self._db.execute(sql, parameters) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
-
-    async def execute_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
-        await self._db.executemany(sql, rows)
 
 
 def _statements(script: str) -> list[str]:
