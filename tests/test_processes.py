@@ -328,3 +328,21 @@ async def test_queued_notification_survives_a_restart_and_is_sent_once(tmp_path:
     assert len(receiver.requests) == 1 and "dispute!" in receiver.requests[0].json()["text"]
     delivery = detail["notifications"][0]["delivery"]
     assert (delivery["status"], delivery["attempts"]) == ("sent", 2)
+
+
+async def test_serve_indexes_a_delivery_for_search_within_moments(server: Server, tmp_path: Path) -> None:
+    event = make_event("invoice.payment_failed")
+    event["data"]["object"]["customer_email"] = "moment@example.com"
+    payload = encode(event)
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (
+            await http.post(server.webhook_url, content=payload, headers=signed_headers(payload))
+        ).status_code == 200
+    async with Client(server.mcp_url) as client:
+        with anyio.fail_after(BOUND):  # the indexer runs every half second; no sleep here, one call after another
+            while True:
+                page = (await client.call_tool("list_events", {"email": "moment@example.com"})).structured_content
+                if page["events"]:
+                    break
+                assert page["unindexed"] == 1  # not found yet, and the page says why
+    assert [e["id"] for e in page["events"]] == [event["id"]] and page["unindexed"] == 0

@@ -17,14 +17,13 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from stripe_inbox import Inbox, load_settings, open_inbox
+from stripe_inbox import Inbox, load_settings, open_inbox, search_indexer
 from stripe_inbox.errors import InvalidArgument
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.indexing import findable_payload
 from stripe_inbox.mcp.server import create_mcp_server
-from stripe_inbox.stores import EventQuery, open_store
-from stripe_inbox import search_indexer
 from stripe_inbox.search_indexer import SearchIndexer
+from stripe_inbox.stores import EventQuery, open_store
 
 from .conftest import FIXTURES, SECRET, cli_env, encode, make_event, needs_fixtures, run_cli
 from .test_mcp import error_text, ok
@@ -446,3 +445,19 @@ def test_what_search_indexes_of_an_event() -> None:
     for term in ("ann", "lee", "insufficient", "funds", "insufficient_funds", "6735", "vip", event["id"]):
         assert term in terms
     assert "indexed" not in terms and "huge" not in terms
+
+
+async def test_the_indexer_gives_way_to_a_busy_ingress_for_a_bounded_time(inbox: Inbox) -> None:
+    committing = 0
+    indexer = SearchIndexer(inbox.store, lambda: committing)
+    event = made("invoice.paid", description="burst plan")
+    await add(inbox, event, received_at=1000.0, index=False)
+    committing = search_indexer.BUSY_COMMITTING  # deliveries wait for their commit: the ingress is busy
+    assert await indexer.once(now=1000.0 + search_indexer.MAX_LAG_SECONDS - 1) == 0
+    assert (await inbox.list_events("all", query="burst")).unindexed == 1
+    assert await indexer.once(now=1000.0 + search_indexer.MAX_LAG_SECONDS) == 1  # waited long enough
+    second = made("invoice.paid", description="burst plan")
+    await add(inbox, second, received_at=2000.0, index=False)
+    committing = search_indexer.BUSY_COMMITTING - 1
+    assert await indexer.once(now=2000.0) == 1  # the ingress has room: at once
+    assert sorted(ids(await inbox.list_events("all", query="burst"))) == sorted([event["id"], second["id"]])

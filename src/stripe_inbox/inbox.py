@@ -69,8 +69,11 @@ class Inbox:
         self.secrets = settings.webhook_secrets
         self.filter = EventFilter(settings.events)
         self.outbox = Outbox(store, settings)
-        self.forwarder = Forwarder(store, settings)
-        self.indexer = SearchIndexer(store)
+        # Deliveries waiting for their commit: while there are several, the ingress is near what the machine can
+        # take, and forwarding and indexing give way to it.
+        self.committing = 0
+        self.forwarder = Forwarder(store, settings, lambda: self.committing)
+        self.indexer = SearchIndexer(store, lambda: self.committing)
         store.forward_new_events([(destination.name, tuple(destination.events)) for destination in settings.forward])
         # Parsing needs a client but makes no request, so a placeholder key will do.
         self._stripe = stripe.StripeClient(settings.api_key or "sk_unused")
@@ -100,11 +103,11 @@ class Inbox:
         durable transaction that inserts new events and counts deliveries of known ones."""
         accepted = [self.filter.accepts(event.type) for event in events]
         kept = [event for event, keep in zip(events, accepted, strict=True) if keep]
-        self.forwarder.waiting += 1
+        self.committing += 1
         try:
             stored = iter(await self.store.add_events(kept, time.time()) if kept else [])
         finally:
-            self.forwarder.waiting -= 1
+            self.committing -= 1
         return [next(stored) if keep else "filtered" for keep in accepted]
 
     # -- reading ---------------------------------------------------------------------------------
@@ -244,6 +247,7 @@ class Inbox:
         stats.forwards = dict.fromkeys(("queued", "sending", "sent", "failed"), 0)
         for _, state, count in await self.store.forward_counts():
             stats.forwards[state] += count
+        stats.unindexed = await self.store.unindexed()
         return stats
 
     async def wait_for_events(self, timeout_seconds: float = 30, type: str | None = None) -> WaitResult:

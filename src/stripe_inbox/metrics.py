@@ -50,6 +50,11 @@ class Metrics:
             ["destination", "state"],
             registry=self.registry,
         )
+        self.unindexed = Gauge(
+            "stripe_inbox_search_unindexed_events",
+            "Stored events the search index does not hold yet (the indexer catches up within seconds)",
+            registry=self.registry,
+        )
         self.oldest_pending = Gauge(
             "stripe_inbox_oldest_pending_age_seconds",
             "Age of the oldest pending event",
@@ -78,4 +83,5 @@ class Metrics:
         for destination, state, count in forwards or []:
             self.forwards.labels(destination, state).set(count)
         self.oldest_pending.set(stats.oldest_pending_age_seconds or 0)
+        self.unindexed.set(stats.unindexed)
         return generate_latest(self.registry)

@@ -206,6 +206,7 @@ class Stats(BaseModel):
     oldest_pending_age_seconds: float | None
     actions: dict[str, int] = Field(description="notifications and forwarded tickets by delivery state")
     forwards: dict[str, int] = Field(default_factory=dict, description="forwards to destinations by delivery state")
+    unindexed: int = Field(default=0, description=UNINDEXED)
 
 
 class Approval(BaseModel):

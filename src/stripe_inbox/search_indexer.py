@@ -1,11 +1,14 @@
 """The search indexer: keeps the search index within a bounded lag of the inbox, off the path to the 200. A new
 event is only queued by its insert; each process that serves indexes what is queued, in batches, within
-INDEX_SECONDS; searches and timelines say how many events are not indexed yet. Several processes may run it on
-one inbox: each queued event is indexed once."""
+INDEX_SECONDS. While the ingress is near what the machine can take, indexing gives way to it, but never for
+longer than MAX_LAG_SECONDS. Searches and timelines say how many events are not indexed yet. Several processes
+may run it on one inbox: each queued event is indexed once."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -17,22 +20,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stripe_inbox")
 INDEX_BATCH = 500  # events indexed per write
-INDEX_SECONDS = 0.5  # the lag of a quiet inbox's search index, and how often a busy one's catches up
+INDEX_SECONDS = 0.5  # the lag of the search index while the ingress has room
+MAX_LAG_SECONDS = 10.0  # the longest a busy ingress keeps an event from the index
+BUSY_COMMITTING = 4  # deliveries waiting for their commit at once: the ingress is busy
 PROGRESS_FROM = 20_000  # a backlog this large (an upgrade, a backfill) is indexed with progress in the log
 PROGRESS_STEPS = 10
 
 
 class SearchIndexer:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, committing: Callable[[], int] = lambda: 0) -> None:
+        """`committing`: how many deliveries wait for their commit now (Inbox.committing)."""
         self.store = store
+        self._committing = committing
 
     async def run(self) -> None:
         while True:
             try:
-                await self.catch_up()
+                await self.once()
             except StoreUnavailable as error:
                 log.warning("search index: %s; retrying", error)
             await anyio.sleep(INDEX_SECONDS)
+
+    async def once(self, now: float | None = None) -> int:
+        """Index what is queued, unless the ingress is busy and nothing has waited MAX_LAG_SECONDS; how many."""
+        if self._committing() >= BUSY_COMMITTING:
+            oldest = await self.store.oldest_unindexed_at()
+            if oldest is None or (time.time() if now is None else now) - oldest < MAX_LAG_SECONDS:
+                return 0
+        return await self.catch_up()
 
     async def catch_up(self) -> int:
         """Index every event queued now (and whatever arrives meanwhile); how many."""

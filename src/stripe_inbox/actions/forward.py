@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -122,8 +122,10 @@ class Forwarder:
     answers that came in and claims what is due, in one transaction; a destination that keeps failing is paused
     and probed without slowing the others."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, committing: Callable[[], int] = lambda: 0) -> None:
+        """`committing`: how many deliveries wait for their commit now (Inbox.committing)."""
         self.store = store
+        self._committing = committing
         self.policy = settings.outbox
         self.pause = PausePolicy(settings.outbox.pause_after_failures, settings.outbox.pause_seconds)
         self.destinations = {destination.name: destination for destination in settings.forward}
@@ -140,7 +142,6 @@ class Forwarder:
         self._rate: float | None = None  # requests started per second; None: as fast as they come
         self._started = 0
         self._next_start = 0.0
-        self.waiting = 0  # deliveries waiting for their commit; Inbox.accept counts them
 
     async def run(self) -> None:
         """Forward whatever falls due, forever; several processes may run this on one inbox."""
@@ -255,7 +256,7 @@ class Forwarder:
         samples, waiting, window, started = 0, 0, time.monotonic(), self._started
         while True:
             await anyio.sleep(SAMPLE_SECONDS)
-            samples, waiting = samples + 1, waiting + self.waiting
+            samples, waiting = samples + 1, waiting + self._committing()
             now = time.monotonic()
             if now - window < ADJUST_SECONDS:
                 continue

@@ -30,7 +30,7 @@ def register_resources(server: MCPServer, inbox: Inbox, boundary: Boundary) -> N
     @boundary.resource
     async def pending_events() -> dict[str, Any]:
         page = await inbox.list_events(status="pending", limit=MAX_PAGE)
-        return page.model_dump(mode="json", exclude={"next_cursor", "total_exact"})
+        return page.model_dump(mode="json", exclude={"next_cursor", "total_exact", "unindexed"})
 
     @server.resource(
         event_uri("{event_id}"),

@@ -169,6 +169,13 @@ class SqlStore(ForwardingStore):
         rows = await self.db.fetch("SELECT count(*) FROM search_queue")
         return int(rows[0][0])
 
+    async def oldest_unindexed_at(self) -> float | None:
+        """When the event that has waited longest for the search index arrived."""
+        rows = await self.db.fetch(
+            "SELECT e.received_at FROM search_queue q JOIN events e ON e.seq = q.seq ORDER BY q.seq LIMIT 1"
+        )
+        return float(rows[0][0]) if rows else None
+
     async def index_queued(self, limit: int) -> int:
         """Index up to `limit` of the events queued for search, oldest first, in one write; how many it indexed.
         Their terms are read out of the payloads in a worker thread, before the write."""
