@@ -123,6 +123,21 @@ def stored_rows(workdir: Path, kind: str) -> int | None:
         return db.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
+def index_lag(workdir: Path) -> dict:
+    """How many stored events the search indexer had not indexed when the load stopped, and how long it took
+    to index them (the lag a search reported at the end of the burst). Trees without the indexer report none."""
+    with sqlite3.connect(workdir / "bench.db") as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'search_queue'").fetchone():
+            return {}
+        stopped, deadline = time.monotonic(), time.monotonic() + 120
+        left = db.execute("SELECT count(*) FROM search_queue").fetchone()[0]
+        queued = left
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = db.execute("SELECT count(*) FROM search_queue").fetchone()[0]
+        return {"unindexed_at_end": queued, "indexed_after_s": round(time.monotonic() - stopped, 2)}
+
+
 def run(kind: str, connections: int, duration: float, events: int, src: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -135,6 +150,8 @@ def run(kind: str, connections: int, duration: float, events: int, src: Path | N
             wrk(port, connections, 2, warmup)  # start-up and first-call costs stay out of the figures
             result = wrk(port, connections, duration, requests)
             result["rss_mb"] = round(rss_mb(process.pid), 1)
+            if kind == "stripe-inbox":
+                result.update(index_lag(workdir))
         finally:
             process.terminate()
             process.wait(timeout=30)

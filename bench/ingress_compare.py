@@ -38,7 +38,12 @@ def main() -> None:
                 rps.setdefault((name, connections), []).append(result["rps"])
                 print(
                     f"round {round_number}  c={connections:<3} {name:<12} {result['rps']:>6} /s  "
-                    f"p50 {result['p50_us'] / 1000:.1f} ms  p99 {result['p99_us'] / 1000:.1f} ms",
+                    f"p50 {result['p50_us'] / 1000:.1f} ms  p99 {result['p99_us'] / 1000:.1f} ms"
+                    + (
+                        f"  unindexed {result['unindexed_at_end']:,}, indexed {result['indexed_after_s']} s after"
+                        if "unindexed_at_end" in result
+                        else ""
+                    ),
                     flush=True,
                 )
     print("\nmedians (2xx/s):")

@@ -166,8 +166,8 @@ class Inbox:
             created_before=before,
             livemode=livemode,
         )
-        rows = await self.store.list_events(selection)
         total = await self.store.count_events(selection)
+        rows = await self.store.list_events(selection, total)
         page = rows[:limit]
         capped = selection.searches and total > SEARCH_COUNT_CAP
         return EventPage(

@@ -43,12 +43,8 @@ async def write_index(tx: Transaction, dialect: Dialect, found: Sequence[tuple[i
     """Index the events of `found` that are still queued (another process may have indexed some meanwhile), in
     one transaction; returns how many."""
     marks = ", ".join("?" * len(found))
-    taken = {
-        row[0]
-        for row in await tx.fetch(
-            f"DELETE FROM search_queue WHERE seq IN ({marks}) RETURNING seq", *(seq for seq, _ in found)
-        )
-    }
+    dequeued = await tx.fetch(f"DELETE FROM search_queue WHERE seq IN ({marks}) RETURNING seq", *(s for s, _ in found))
+    taken = {row[0] for row in dequeued}
     texts = [(seq, facts.text) for seq, facts in found if seq in taken and facts.text]
     keys = [(key, seq) for seq, facts in found if seq in taken for key in facts.keys]
     if texts:

@@ -87,7 +87,8 @@ class SqlStore(ForwardingStore):
         rows = await self.db.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({marks})", *event_ids)
         return [stored_event(row) for row in rows]
 
-    async def list_events(self, query: EventQuery) -> list[StoredEvent]:
+    async def list_events(self, query: EventQuery, matches: int | None = None) -> list[StoredEvent]:
+        """`matches`: count_events(query), where the caller has it already: a range search picks its plan by it."""
         where, parameters = _where(query, self.db.dialect)
         if query.after is not None:
             where.append("seq < ?" if query.newest_first else "seq > ?")
@@ -106,7 +107,7 @@ class SqlStore(ForwardingStore):
         dialect, seq = self.db.dialect, "seq"
         if query.words:
             source, seq = dialect.text_source, dialect.text_seq
-        elif query.ranged and await self.count_events(query) > SEARCH_COUNT_CAP:
+        elif query.ranged and (await self.count_events(query) if matches is None else matches) > SEARCH_COUNT_CAP:
             source = f"events{dialect.in_seq_order}"
         else:
             source = "events"
