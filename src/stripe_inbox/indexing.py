@@ -24,7 +24,8 @@ ERROR_TEXT = ("message", "code", "decline_code", "reason", "feedback", "comment"
 ID_FIELDS = ("customer", "payment_method", "latest_charge", "latest_invoice", "dispute", "refund")
 MAX_LINES = 5  # an invoice's first line descriptions
 MAX_TERMS = 200
-WORD = re.compile(r"[\w@.+-]+")
+WORD = re.compile(r"[\w@](?:[\w@.+-]*[\w@])?")  # runs of [\w@.+-], not starting or ending in .+-
+TAIL = re.compile(r"[_@](?=.)")  # where a tail of a word starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,22 +101,20 @@ def terms(texts: Iterable[str]) -> list[str]:
     underscore or an @, so that the end of an id (`1NxAbc` of `in_1NxAbc`), a decline code's last word or an
     e-mail's domain is found as well as the whole."""
     found: dict[str, None] = {}
-    for text in texts:
-        for word in words(text):
-            found[word] = None
-            for index, character in enumerate(word):
-                if character in "_@" and index + 1 < len(word):
-                    found[word[index + 1 :]] = None
-            if len(found) >= MAX_TERMS:
-                return list(found)
+    for word in words(" ".join(texts)):
+        found[word] = None
+        if "_" in word or "@" in word:
+            for tail in TAIL.finditer(word):
+                found[word[tail.end() :]] = None
+        if len(found) >= MAX_TERMS:
+            break
     return list(found)
 
 
 def words(text: str) -> list[str]:
     """A text's words as search cuts them: runs of letters, digits and `_@.+-`, lowercased, without the
     punctuation a sentence ends them with."""
-    cut = (word.strip(".-+") for word in WORD.findall(text.lower()))
-    return [word for word in cut if word]
+    return WORD.findall(text.lower())
 
 
 def _id(value: Any) -> str | None:

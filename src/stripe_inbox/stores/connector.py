@@ -27,8 +27,7 @@ class Dialect:
     text_seq: str  # the seq of text_source's rows, in whose order its index yields them
     text_index: str  # what to count the matches of a full-text search with no other filter in
     text_query: Callable[[Sequence[str]], str]  # that query, from the words searched for (each a prefix)
-    text_insert: str  # the head of an INSERT of rows into the full-text index ...
-    text_row: str  # ... and one row's values: the event's seq and its space-separated terms
+    text_insert: str  # an INSERT of one event into the full-text index: its seq and its space-separated terms
     in_seq_order: str  # after a table name: read it in seq order, whatever index a range would suggest
 
 
@@ -36,6 +35,10 @@ class Transaction(Protocol):
     async def fetch(self, sql: str, *parameters: Any) -> list[Row]: ...
 
     async def execute(self, sql: str, *parameters: Any) -> None: ...
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for each of `rows`, prepared once."""
+        ...
 
 
 class Connector(Protocol):

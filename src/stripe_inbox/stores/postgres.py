@@ -50,6 +50,9 @@ class PostgresTransaction:
     async def execute(self, sql: str, *parameters: Any) -> None:
         await self._db.execute(numbered(sql), *parameters)
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._db.executemany(numbered(sql), rows)
+
 
 class PostgresConnector:
     dialect = Dialect(
@@ -61,8 +64,7 @@ class PostgresConnector:
         text_index="event_search",
         text_query=lambda words: " & ".join(f"'{word}':*" for word in words),
         # The terms as they are, no parser or dictionary: findable cut them as the queries are cut.
-        text_insert="INSERT INTO event_search (seq, terms) VALUES ",
-        text_row="(?, array_to_tsvector(string_to_array(CAST(? AS text), ' ')))",
+        text_insert="INSERT INTO event_search (seq, terms) VALUES (?, array_to_tsvector(string_to_array(?, ' ')))",
         in_seq_order="",  # its planner knows from its statistics how broad a range is
     )
     poll_seconds = 1.0  # NOTIFY wakes watchers; this is how often the listener's health is checked

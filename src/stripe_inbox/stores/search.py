@@ -47,12 +47,6 @@ async def write_index(tx: Transaction, dialect: Dialect, found: Sequence[tuple[i
     taken = {row[0] for row in dequeued}
     texts = [(seq, facts.text) for seq, facts in found if seq in taken and facts.text]
     keys = [(key, seq) for seq, facts in found if seq in taken for key in facts.keys]
-    if texts:
-        await tx.execute(dialect.text_insert + ", ".join([dialect.text_row] * len(texts)), *_flat(texts))
-    if keys:
-        await tx.execute(f"INSERT INTO event_keys (key, seq) VALUES {', '.join(['(?, ?)'] * len(keys))}", *_flat(keys))
+    await tx.execute_many(dialect.text_insert, texts)
+    await tx.execute_many("INSERT INTO event_keys (key, seq) VALUES (?, ?)", keys)
     return len(taken)
-
-
-def _flat(rows: list[tuple[Any, ...]]) -> list[Any]:
-    return [value for row in rows for value in row]

@@ -58,6 +58,9 @@ class SQLiteTransaction:
     async def execute(self, sql: str, *parameters: Any) -> None:
         await self._db.execute(sql, parameters)
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._db.executemany(sql, rows)
+
 
 class ImmediateTransaction:
     """The ingest thread's connection as a Transaction: each statement runs as it is awaited, so a coroutine that
@@ -72,6 +75,9 @@ class ImmediateTransaction:
     async def execute(self, sql: str, *parameters: Any) -> None:
         self._db.execute(sql, parameters)
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._db.executemany(sql, rows)
+
 
 Work = tuple[Callable[[ImmediateTransaction], Coroutine[Any, Any, Any]], "asyncio.Future[Any]"]
 
@@ -85,8 +91,7 @@ class SQLiteConnector:
         text_seq="event_search.rowid",
         text_index="event_search",  # counting its matches alone skips a read of each event's row
         text_query=lambda words: " AND ".join(f'"{word}"*' for word in words),
-        text_insert="INSERT INTO event_search (rowid, terms) VALUES ",
-        text_row="(?, ?)",
+        text_insert="INSERT INTO event_search (rowid, terms) VALUES (?, ?)",
         # SQLite keeps no statistics of a range's width: it would sort every match of a broad one.
         in_seq_order=" NOT INDEXED",
     )
