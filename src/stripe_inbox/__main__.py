@@ -1,3 +1,5 @@
-from .cli import main
+from stripe_inbox.cli import main
 
-main()
+# Guarded: a worker process (the search indexer's) loads this module again, and must not start the CLI.
+if __name__ == "__main__":
+    main()

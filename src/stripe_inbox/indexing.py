@@ -43,6 +43,11 @@ class Findable:
 NOTHING = Findable((), (), "")
 
 
+def findables(events: list[tuple[int, bytes]]) -> list[tuple[int, Findable]]:
+    """What search knows of each of some stored events, given by seq and payload; run where the GIL is free."""
+    return [(seq, findable_payload(payload)) for seq, payload in events]
+
+
 def findable_payload(payload: bytes) -> Findable:
     """What search knows of a stored event, from the exact bytes Stripe sent (a snapshot or a thin event)."""
     try:

@@ -12,8 +12,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.to_process
+import anyio.to_thread
 
 from .errors import StoreUnavailable
+from .indexing import Findable, findables
 
 if TYPE_CHECKING:
     from .stores import Store
@@ -32,14 +35,26 @@ class SearchIndexer:
         """`committing`: how many deliveries wait for their commit now (Inbox.committing)."""
         self.store = store
         self._committing = committing
+        self._extract = _in_thread
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.once()
-            except StoreUnavailable as error:
-                log.warning("search index: %s; retrying", error)
-            await anyio.sleep(INDEX_SECONDS)
+        """Index forever. What search knows of each event is read out of its payload in a worker process: on
+        the event loop's own interpreter that Python work would take the GIL from the ingress."""
+        worker = anyio.CapacityLimiter(1)
+
+        async def in_worker(events: list[tuple[int, bytes]]) -> list[tuple[int, Findable]]:
+            return await anyio.to_process.run_sync(findables, events, limiter=worker)
+
+        self._extract = in_worker
+        try:
+            while True:
+                try:
+                    await self.once()
+                except StoreUnavailable as error:
+                    log.warning("search index: %s; retrying", error)
+                await anyio.sleep(INDEX_SECONDS)
+        finally:
+            self._extract = _in_thread
 
     async def once(self, now: float | None = None) -> int:
         """Index what is queued, unless the ingress is busy and nothing has waited MAX_LAG_SECONDS; how many."""
@@ -56,8 +71,19 @@ class SearchIndexer:
         if announced:
             log.info("indexing %s stored events for search", f"{backlog:,}")
         done, step = 0, max(backlog // PROGRESS_STEPS, 1)
-        while indexed := await self.store.index_queued(INDEX_BATCH):
+        while indexed := await self.index_batch():
             if announced and (done + indexed) // step > done // step:
                 log.info("indexed %s of %s events", f"{min(done + indexed, backlog):,}", f"{backlog:,}")
             done += indexed
         return done
+
+    async def index_batch(self, limit: int | None = None) -> int:
+        """Index the oldest INDEX_BATCH (or `limit`) queued events; how many this process indexed."""
+        queued = await self.store.queued_for_index(limit or INDEX_BATCH)
+        if not queued:
+            return 0
+        return await self.store.index(await self._extract(queued))
+
+
+async def _in_thread(events: list[tuple[int, bytes]]) -> list[tuple[int, Findable]]:
+    return await anyio.to_thread.run_sync(findables, events)

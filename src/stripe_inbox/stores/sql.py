@@ -15,7 +15,7 @@ import anyio
 
 from ..errors import InvalidArgument, NotFound
 from ..events import IncomingEvent
-from ..indexing import Findable, findable_payload
+from ..indexing import Findable
 from ..models import (
     Approval,
     AuditEntry,
@@ -177,15 +177,18 @@ class SqlStore(ForwardingStore):
         )
         return float(rows[0][0]) if rows else None
 
-    async def index_queued(self, limit: int) -> int:
-        """Index up to `limit` of the events queued for search, oldest first, in one write; how many it indexed.
-        Their terms are read out of the payloads in a worker thread, before the write."""
+    async def queued_for_index(self, limit: int) -> list[tuple[int, bytes]]:
+        """Up to `limit` of the events queued for the search index, oldest first: their seqs and payloads."""
         rows = await self.db.fetch(
             "SELECT q.seq, e.payload FROM search_queue q JOIN events e ON e.seq = q.seq ORDER BY q.seq LIMIT ?", limit
         )
-        if not rows:
+        return [(int(seq), bytes(payload)) for seq, payload in rows]
+
+    async def index(self, found: Sequence[tuple[int, Findable]]) -> int:
+        """Write what search knows of queued events, each by its seq, in one write; how many were still queued
+        (another process may have indexed some meanwhile)."""
+        if not found:
             return 0
-        found = await anyio.to_thread.run_sync(_findables, rows)
         return await self.db.write_batched(lambda tx: write_index(tx, self.db.dialect, found))
 
     async def currencies(self) -> list[str]:
@@ -846,10 +849,6 @@ def _where(query: EventQuery, dialect: Dialect) -> tuple[list[str], list[Any]]:
             parameters.append(value)
     searched, values = search_where(query, dialect)
     return where + searched, parameters + values
-
-
-def _findables(rows: Sequence[Any]) -> list[tuple[int, Findable]]:
-    return [(int(seq), findable_payload(bytes(payload))) for seq, payload in rows]
 
 
 def _fact(event: StoredEvent) -> Fact:
