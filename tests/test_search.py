@@ -448,16 +448,21 @@ def test_what_search_indexes_of_an_event() -> None:
 
 
 async def test_the_indexer_gives_way_to_a_busy_ingress_for_a_bounded_time(inbox: Inbox) -> None:
-    committing = 0
-    indexer = SearchIndexer(inbox.store, lambda: committing)
+    indexer = SearchIndexer(inbox.store)
     event = made("invoice.paid", description="burst plan")
     await add(inbox, event, received_at=1000.0, index=False)
-    committing = search_indexer.BUSY_COMMITTING  # deliveries wait for their commit: the ingress is busy
-    assert await indexer.once(now=1000.0 + search_indexer.MAX_LAG_SECONDS - 1) == 0
+    assert await indexer.once(busy=True, now=1000.0 + search_indexer.MAX_LAG_SECONDS - 1) == 0
     assert (await inbox.list_events("all", query="burst")).unindexed == 1
-    assert await indexer.once(now=1000.0 + search_indexer.MAX_LAG_SECONDS) == 1  # waited long enough
+    assert await indexer.once(busy=True, now=1000.0 + search_indexer.MAX_LAG_SECONDS) == 1  # waited long enough
     second = made("invoice.paid", description="burst plan")
     await add(inbox, second, received_at=2000.0, index=False)
-    committing = search_indexer.BUSY_COMMITTING - 1
-    assert await indexer.once(now=2000.0) == 1  # the ingress has room: at once
+    assert await indexer.once(busy=False, now=2000.0) == 1  # the ingress has room: at once
     assert sorted(ids(await inbox.list_events("all", query="burst"))) == sorted([event["id"], second["id"]])
+
+
+async def test_the_indexer_calls_the_ingress_busy_when_deliveries_wait_for_their_commit_on_average(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_indexer, "INDEX_SECONDS", 0.1)
+    for waiting, busy in ((search_indexer.BUSY_COMMITTING, True), (search_indexer.BUSY_COMMITTING - 1, False)):
+        assert await SearchIndexer(inbox.store, lambda waiting=waiting: waiting)._busy_meanwhile() is busy

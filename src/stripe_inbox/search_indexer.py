@@ -25,7 +25,8 @@ log = logging.getLogger("stripe_inbox")
 INDEX_BATCH = 500  # events indexed per write
 INDEX_SECONDS = 0.5  # the lag of the search index while the ingress has room
 MAX_LAG_SECONDS = 10.0  # the longest a busy ingress keeps an event from the index
-BUSY_COMMITTING = 4  # deliveries waiting for their commit at once: the ingress is busy
+BUSY_COMMITTING = 4  # deliveries waiting for their commit at once, on average: the ingress is busy
+SAMPLE_SECONDS = 0.02  # how often that is looked at
 PROGRESS_FROM = 20_000  # a backlog this large (an upgrade, a backfill) is indexed with progress in the log
 PROGRESS_STEPS = 10
 
@@ -48,30 +49,39 @@ class SearchIndexer:
         self._extract = in_worker
         try:
             while True:
+                busy = await self._busy_meanwhile()
                 try:
-                    await self.once()
+                    await self.once(busy)
                 except StoreUnavailable as error:
                     log.warning("search index: %s; retrying", error)
-                await anyio.sleep(INDEX_SECONDS)
         finally:
             self._extract = _in_thread
 
-    async def once(self, now: float | None = None) -> int:
-        """Index what is queued, unless the ingress is busy and nothing has waited MAX_LAG_SECONDS; how many."""
-        if self._committing() >= BUSY_COMMITTING:
+    async def _busy_meanwhile(self) -> bool:
+        """Wait INDEX_SECONDS; whether meanwhile several deliveries waited for their commit, on average."""
+        samples = waiting = 0
+        deadline = time.monotonic() + INDEX_SECONDS
+        while time.monotonic() < deadline:
+            await anyio.sleep(SAMPLE_SECONDS)
+            samples, waiting = samples + 1, waiting + self._committing()
+        return waiting >= BUSY_COMMITTING * samples
+
+    async def once(self, busy: bool = False, now: float | None = None) -> int:
+        """Index what is queued, unless the ingress is `busy` and nothing has waited MAX_LAG_SECONDS; how many."""
+        if busy:
             oldest = await self.store.oldest_unindexed_at()
             if oldest is None or (time.time() if now is None else now) - oldest < MAX_LAG_SECONDS:
                 return 0
         return await self.catch_up()
 
     async def catch_up(self) -> int:
-        """Index every event queued now (and whatever arrives meanwhile); how many."""
+        """Index the events queued now (not those that arrive meanwhile, so a round under load ends); how many."""
         backlog = await self.store.unindexed()
         announced = backlog >= PROGRESS_FROM
         if announced:
             log.info("indexing %s stored events for search", f"{backlog:,}")
         done, step = 0, max(backlog // PROGRESS_STEPS, 1)
-        while indexed := await self.index_batch():
+        while done < backlog and (indexed := await self.index_batch()):
             if announced and (done + indexed) // step > done // step:
                 log.info("indexed %s of %s events", f"{min(done + indexed, backlog):,}", f"{backlog:,}")
             done += indexed
