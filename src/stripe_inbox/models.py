@@ -161,7 +161,7 @@ class EventDetail(BaseModel):
     forwards: list[Forward] = Field(default_factory=list)
 
 
-UNINDEXED = "events not in the search index yet (it catches up within seconds): a search cannot find them yet"
+UNINDEXED = "events a search cannot find yet: the index takes them within seconds"
 
 
 class EventPage(BaseModel):
