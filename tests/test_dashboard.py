@@ -163,6 +163,17 @@ async def test_the_live_list_answers_only_when_the_inbox_changed(ui: httpx.Async
     assert changed.status_code == 200 and event["id"] in changed.text
 
 
+async def test_a_search_says_how_many_events_are_not_in_its_index_yet(ui: httpx.AsyncClient, inbox: Inbox) -> None:
+    event = make_event()
+    event["data"]["object"]["customer_email"] = "late@example.com"
+    assert (await deliver(ui, event)).status_code == 200
+    before = await ui.get("/ui/", params={"status": "all", "email": "late@example.com"})
+    assert "1 not in the search index yet" in before.text and event["id"] not in before.text
+    await inbox.indexer.catch_up()  # what serve's indexer does within a second
+    after = await ui.get("/ui/", params={"status": "all", "email": "late@example.com"})
+    assert event["id"] in after.text and "not in the search index" not in after.text
+
+
 async def test_redacted_without_reveal_unless_the_policy_allows(tmp_path: Path) -> None:
     settings = load_settings(db=str(tmp_path / "inbox.db"), webhook_secret=SECRET, redact=["email"])
     payload = sample_event("checkout.session.completed")
@@ -410,14 +421,3 @@ def test_redaction_holds_until_an_audited_reveal(guarded: Server, page: Page) ->
     page.goto(f"{guarded.url}/ui/events/{event_id}")
     expect(page.locator("#payload")).to_contain_text(MASK)
     assert email not in page.content()
-
-
-async def test_a_search_says_how_many_events_are_not_in_its_index_yet(ui: httpx.AsyncClient, inbox: Inbox) -> None:
-    event = make_event()
-    event["data"]["object"]["customer_email"] = "late@example.com"
-    assert (await deliver(ui, event)).status_code == 200
-    before = await ui.get("/ui/", params={"status": "all", "email": "late@example.com"})
-    assert "1 not in the search index yet" in before.text and event["id"] not in before.text
-    await inbox.indexer.catch_up()  # what serve's indexer does within a second
-    after = await ui.get("/ui/", params={"status": "all", "email": "late@example.com"})
-    assert event["id"] in after.text and "not in the search index" not in after.text

@@ -261,6 +261,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     async def run() -> None:
         async with open_inbox(settings) as inbox:
+            inbox.indexer.in_worker_process = True
             metrics = Metrics()
             app = create_app(inbox, create_mcp_server(inbox, metrics), metrics)
             server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
@@ -337,6 +338,7 @@ def _mcp(args: argparse.Namespace) -> None:
 
     async def run() -> None:
         async with open_inbox(settings) as inbox:
+            inbox.indexer.in_worker_process = True
             await serve_stdio(inbox, channel=args.channel)
 
     anyio.run(run)

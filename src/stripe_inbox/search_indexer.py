@@ -37,16 +37,20 @@ class SearchIndexer:
         self.store = store
         self._committing = committing
         self._extract = _in_thread
+        # The commands that serve (`serve`, `mcp`) set this: run() then reads what search knows of each event out
+        # of its payload in a worker process, since on the event loop's own interpreter that Python work would
+        # take the GIL from the ingress. Elsewhere (an inbox opened in another program, the tests) a thread does.
+        self.in_worker_process = False
 
     async def run(self) -> None:
-        """Index forever. What search knows of each event is read out of its payload in a worker process: on
-        the event loop's own interpreter that Python work would take the GIL from the ingress."""
+        """Index forever."""
         worker = anyio.CapacityLimiter(1)
 
         async def in_worker(events: list[tuple[int, bytes]]) -> list[tuple[int, Findable]]:
             return await anyio.to_process.run_sync(findables, events, limiter=worker)
 
-        self._extract = in_worker
+        if self.in_worker_process:
+            self._extract = in_worker
         try:
             while True:
                 busy = await self._busy_meanwhile()

@@ -55,7 +55,7 @@ SEARCH_INDEX = """
     CREATE TABLE event_keys (key TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (key, seq)) WITHOUT ROWID;
     CREATE INDEX event_keys_seq ON event_keys (seq);
     CREATE VIRTUAL TABLE event_search USING fts5(
-        terms, tokenize = "unicode61 remove_diacritics 0 tokenchars '_@.+-'", detail = none, columnsize = 0
+        terms, tokenize = "unicode61 remove_diacritics 0 tokenchars '_@.+-'"
     );
     CREATE TRIGGER events_search_queue AFTER INSERT ON events BEGIN
         INSERT INTO search_queue VALUES (NEW.seq);
