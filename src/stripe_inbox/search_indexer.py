@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_process
 import anyio.to_thread
+from anyio import BrokenWorkerProcess
 
 from .errors import StoreUnavailable
 from .indexing import Findable, findables
@@ -36,30 +37,22 @@ class SearchIndexer:
         """`committing`: how many deliveries wait for their commit now (Inbox.committing)."""
         self.store = store
         self._committing = committing
-        self._extract = _in_thread
         # The commands that serve (`serve`, `mcp`) set this: run() then reads what search knows of each event out
         # of its payload in a worker process, since on the event loop's own interpreter that Python work would
         # take the GIL from the ingress. Elsewhere (an inbox opened in another program, the tests) a thread does.
         self.in_worker_process = False
+        self._worker: anyio.CapacityLimiter | None = None
 
     async def run(self) -> None:
         """Index forever."""
-        worker = anyio.CapacityLimiter(1)
-
-        async def in_worker(events: list[tuple[int, bytes]]) -> list[tuple[int, Findable]]:
-            return await anyio.to_process.run_sync(findables, events, limiter=worker)
-
         if self.in_worker_process:
-            self._extract = in_worker
-        try:
-            while True:
-                busy = await self._busy_meanwhile()
-                try:
-                    await self.once(busy)
-                except StoreUnavailable as error:
-                    log.warning("search index: %s; retrying", error)
-        finally:
-            self._extract = _in_thread
+            self._worker = anyio.CapacityLimiter(1)
+        while True:
+            busy = await self._busy_meanwhile()
+            try:
+                await self.once(busy)
+            except (StoreUnavailable, BrokenWorkerProcess) as error:  # a worker that died is replaced next round
+                log.warning("search index: %s; retrying", error)
 
     async def _busy_meanwhile(self) -> bool:
         """Wait INDEX_SECONDS; whether meanwhile several deliveries waited for their commit, on average."""
@@ -98,6 +91,7 @@ class SearchIndexer:
             return 0
         return await self.store.index(await self._extract(queued))
 
-
-async def _in_thread(events: list[tuple[int, bytes]]) -> list[tuple[int, Findable]]:
-    return await anyio.to_thread.run_sync(findables, events)
+    async def _extract(self, events: list[tuple[int, bytes]]) -> list[tuple[int, Findable]]:
+        if self._worker is None:
+            return await anyio.to_thread.run_sync(findables, events)
+        return await anyio.to_process.run_sync(findables, events, limiter=self._worker)
