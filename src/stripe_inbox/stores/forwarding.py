@@ -5,7 +5,6 @@ and what get_event and the stats show."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from ..errors import NotFound
 from ..events import EventFilter
 from ..models import DeliveryStatus, Forward, utc
 from .interface import Audit
+from .journal import record_audit
 
 if TYPE_CHECKING:
     from .connector import Connector, Transaction
@@ -264,16 +264,8 @@ class ForwardingStore:
                     True,
                 )
                 made.append(row[0])
-                await tx.execute(
-                    "INSERT INTO audit (at, actor, action, event_id, arguments, result) VALUES (?, ?, ?, ?, ?, ?)",
-                    at,
-                    audit.actor,
-                    audit.action,
-                    event_id,
-                    json.dumps({**audit.arguments, "event_id": event_id}),
-                    json.dumps({"forward_id": row[0], "destination": destination}),
-                )
-                await tx.execute("INSERT INTO changes (event_id) VALUES (?)", event_id)
+                of_event = Audit(audit.actor, audit.action, {**audit.arguments, "event_id": event_id})
+                await record_audit(tx, at, of_event, event_id, {"forward_id": row[0], "destination": destination})
         return made
 
     async def forwards(self, event_id: str) -> list[Forward]:

@@ -4,7 +4,6 @@ transaction, so every process can tell its clients exactly which events changed.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -32,6 +31,7 @@ from .changes import ChangeCursor
 from .connector import Connector, Dialect, Transaction
 from .forwarding import ForwardingStore
 from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
+from .journal import record_audit, record_change
 from .oauth_records import OAUTH_TOKEN_COLUMNS, NewOAuthToken, OAuthCode, OAuthRequest, OAuthToken, oauth_token
 from .rows import (
     AUDIT_SELECT,
@@ -280,7 +280,7 @@ class SqlStore(ForwardingStore):
                 at,
                 event_id,
             )
-            await _audit(tx, at, audit, event_id, {"status": "acked", "outcome": outcome})
+            await record_audit(tx, at, audit, event_id, {"status": "acked", "outcome": outcome})
             return stored_event(row), True
 
     async def claim_events(self, holder: str, limit: int, lease_seconds: float, now: float) -> list[StoredEvent]:
@@ -301,7 +301,9 @@ class SqlStore(ForwardingStore):
             )
             claimed = sorted((stored_event(row) for row in rows), key=lambda event: event.seq)
             for event in claimed:
-                await _audit(tx, now, Audit(holder, "claim_events", {"lease_seconds": lease_seconds}), event.id, {})
+                await record_audit(
+                    tx, now, Audit(holder, "claim_events", {"lease_seconds": lease_seconds}), event.id, {}
+                )
         return claimed
 
     async def set_classification(self, event_id: str, classification: Classification, at: float, audit: Audit) -> None:
@@ -314,7 +316,7 @@ class SqlStore(ForwardingStore):
             if not updated:
                 raise NotFound.event(event_id)
             result = {"category": classification.category, "priority": classification.priority}
-            await _audit(tx, at, audit, event_id, result)
+            await record_audit(tx, at, audit, event_id, result)
 
     async def add_ticket(
         self,
@@ -345,7 +347,7 @@ class SqlStore(ForwardingStore):
                 if tracker is not None:
                     await _queue(tx, "ticket", ticket_id, tracker, event_id, at, status)
                 result = {"ticket_id": ticket_id, "tracker": tracker}
-                await _audit(tx, at, audit, event_id, result | ({"status": status} if status != "queued" else {}))
+                await record_audit(tx, at, audit, event_id, result | ({"status": status} if status != "queued" else {}))
             (made,) = await _tickets(tx, "t.event_id = ? AND t.title = ?", event_id, title)
         return made, bool(created)
 
@@ -382,7 +384,7 @@ class SqlStore(ForwardingStore):
                 notification_id = created[0][0]
                 await _queue(tx, "notification", notification_id, channel, event_id, at, status, reason)
                 result = {"notification_id": notification_id, "queued": status == "queued"}
-                await _audit(tx, at, audit, event_id, result | ({"status": status} if status != "queued" else {}))
+                await record_audit(tx, at, audit, event_id, result | ({"status": status} if status != "queued" else {}))
             (made,) = await _notifications(tx, "n.idempotency_key = ?", idempotency_key)
         return made, bool(created)
 
@@ -402,20 +404,20 @@ class SqlStore(ForwardingStore):
                 if not found:
                     raise NotFound(f"no {kind} {ref_id} in the outbox")
                 raise InvalidArgument(f"{kind} {ref_id} is {found[0][0]}: only a failed one can be retried")
-            await _audit(tx, at, audit, rows[0][0], {"status": "queued"})
+            await record_audit(tx, at, audit, rows[0][0], {"status": "queued"})
 
-    async def add_audit(self, event_id: str, at: float, audit: Audit) -> None:
+    async def addrecord_audit(self, event_id: str, at: float, audit: Audit) -> None:
         """An audit entry for something done with an event that changes nothing else (e.g. a reveal)."""
         async with self._write() as tx:
             await _event(tx, event_id)
-            await _audit(tx, at, audit, event_id, {})
+            await record_audit(tx, at, audit, event_id, {})
 
     async def prune(self, acked_before: float, audit: Audit | None = None) -> int:
         doomed = "SELECT id FROM events WHERE status = 'acked' AND acked_at < ?"
         async with self._write() as tx:
             (count,) = await tx.fetch(f"SELECT count(*) FROM ({doomed}) AS doomed", acked_before)
             if audit is not None:
-                await _audit(tx, time.time(), audit, None, {"deleted": int(count[0])})
+                await record_audit(tx, time.time(), audit, None, {"deleted": int(count[0])})
             await tx.execute(f"INSERT INTO changes (event_id) {doomed}", acked_before)
             for table in ("deliveries", "tickets", "notifications", "audit"):
                 await tx.execute(f"DELETE FROM {table} WHERE event_id IN ({doomed})", acked_before)
@@ -498,7 +500,7 @@ class SqlStore(ForwardingStore):
                 )
             if final:
                 ref = delivery.notification or delivery.ticket
-                await _audit(
+                await record_audit(
                     tx,
                     at,
                     Audit("outbox", f"deliver_{delivery.kind}", {"id": ref.id if ref else None, "to": delivery.target}),
@@ -506,7 +508,7 @@ class SqlStore(ForwardingStore):
                     {"status": status, "attempts": delivery.attempts, "reason": reason, "tracker_url": tracker_url},
                 )
             elif event_id is not None:
-                await _changed(tx, event_id)
+                await record_change(tx, event_id)
 
     async def next_delivery_at(self) -> float | None:
         rows = await self.db.fetch(
@@ -554,7 +556,7 @@ class SqlStore(ForwardingStore):
                 current = await self.approval(delivery_id)
                 raise InvalidArgument(f"approval {delivery_id} is not awaiting approval: it is {current.status}")
             result = {"delivery_id": delivery_id, "status": "queued" if approved else "rejected", "reason": reason}
-            await _audit(tx, at, audit, decided[0][0], result)
+            await record_audit(tx, at, audit, decided[0][0], result)
         return await self.approval(delivery_id)
 
     async def lapse_approvals(self, created_before: float, reason: str, at: float, audit: Audit) -> list[int]:
@@ -568,7 +570,7 @@ class SqlStore(ForwardingStore):
                 created_before,
             )
             for delivery_id, event_id in sorted(lapsed):
-                await _audit(tx, at, audit, event_id, {"delivery_id": delivery_id, "status": "rejected"})
+                await record_audit(tx, at, audit, event_id, {"delivery_id": delivery_id, "status": "rejected"})
         return sorted(row[0] for row in lapsed)
 
     # -- the inbox watching itself ---------------------------------------------------------------
@@ -589,7 +591,7 @@ class SqlStore(ForwardingStore):
                 detail,
             )
             if opened:
-                await _audit(tx, at, audit, None, {"incident": name, "detail": detail})
+                await record_audit(tx, at, audit, None, {"incident": name, "detail": detail})
         return bool(opened)
 
     async def close_incident(self, name: str, at: float, audit: Audit) -> float | None:
@@ -597,7 +599,7 @@ class SqlStore(ForwardingStore):
         async with self.db.transaction() as tx:
             closed = await tx.fetch("DELETE FROM incidents WHERE name = ? RETURNING opened_at", name)
             if closed:
-                await _audit(tx, at, audit, None, {"incident": name, "open_seconds": round(at - closed[0][0], 3)})
+                await record_audit(tx, at, audit, None, {"incident": name, "open_seconds": round(at - closed[0][0], 3)})
         return closed[0][0] if closed else None
 
     async def failed_deliveries(self, since: float, limit: int = 10) -> list[tuple[str, str, str | None]]:
@@ -898,25 +900,6 @@ async def _queue(
         reason,
         at if status == "rejected" else None,
     )
-
-
-async def _audit(tx: Transaction, at: float, audit: Audit, event_id: str | None, result: dict[str, Any]) -> None:
-    """The audit entry of a change, and, for a change to an event, its line in the change log."""
-    await tx.execute(
-        "INSERT INTO audit (at, actor, action, event_id, arguments, result) VALUES (?, ?, ?, ?, ?, ?)",
-        at,
-        audit.actor,
-        audit.action,
-        event_id,
-        json.dumps(audit.arguments),
-        json.dumps(result),
-    )
-    if event_id is not None:
-        await _changed(tx, event_id)
-
-
-async def _changed(tx: Transaction, event_id: str) -> None:
-    await tx.execute("INSERT INTO changes (event_id) VALUES (?)", event_id)
 
 
 async def _add_oauth_tokens(tx: Transaction, tokens: Sequence[NewOAuthToken]) -> None:
