@@ -406,7 +406,7 @@ class SqlStore(ForwardingStore):
                 raise InvalidArgument(f"{kind} {ref_id} is {found[0][0]}: only a failed one can be retried")
             await record_audit(tx, at, audit, rows[0][0], {"status": "queued"})
 
-    async def addrecord_audit(self, event_id: str, at: float, audit: Audit) -> None:
+    async def add_audit(self, event_id: str, at: float, audit: Audit) -> None:
         """An audit entry for something done with an event that changes nothing else (e.g. a reveal)."""
         async with self._write() as tx:
             await _event(tx, event_id)
