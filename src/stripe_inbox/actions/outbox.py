@@ -69,6 +69,12 @@ class Outbox:
                 status = "queued"
                 delay = min(policy.retry_base_seconds * 2 ** (delivery.attempts - 1), policy.retry_max_seconds)
                 next_attempt_at = time.time() + delay
+        except Exception as error:
+            # A fault of ours or a library's, not the channel's refusal: retrying would meet it again, and letting it
+            # out would end the loop that delivers everything else. Only the type is kept: a message may hold a URL
+            # with a secret in it.
+            status, reason = "failed", f"unexpected error while sending ({type(error).__name__}); not retried"
+            log.error("outbox: %s %s to %s: %s", delivery.kind, delivery.id, delivery.target, reason)
         log.info(
             "outbox: %s %s to %s, attempt %d: %s%s",
             delivery.kind,
