@@ -238,7 +238,9 @@ async def test_a_failing_loop_is_restarted_alone_and_healthz_names_it_meanwhile(
         assert (await http.get("/healthz")).json() == {"status": "ok"}
 
 
-async def test_the_backoff_doubles_up_to_its_bound(caplog: pytest.LogCaptureFixture) -> None:
+async def test_backoff_doubles_to_its_bound_and_failures_are_logged_without_their_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, "stripe_inbox.supervisor")
     supervisor = Supervisor(first_backoff=0.001, max_backoff=0.004, stable_seconds=BOUND)
     runs = 0
@@ -250,7 +252,7 @@ async def test_the_backoff_doubles_up_to_its_bound(caplog: pytest.LogCaptureFixt
         if runs == 5:
             fifth.set()
             await anyio.sleep_forever()
-        raise ValueError("again")
+        raise ValueError(f"token-{runs}")
 
     async with anyio.create_task_group() as group:
         group.start_soon(supervisor.supervise, "flaky", always_failing)
@@ -260,6 +262,9 @@ async def test_the_backoff_doubles_up_to_its_bound(caplog: pytest.LogCaptureFixt
     said = [record.getMessage() for record in caplog.records]
     waits = [line.split("restarting in ")[1].split(" s")[0] for line in said if "restarting in" in line]
     assert waits == ["0.001", "0.002", "0.004", "0.004"]
+    # Each failure is logged with where it was raised, never its message (it may carry data or a secret).
+    assert sum("flaky failed: ValueError, raised at" in line for line in said) == 4
+    assert not any("token-1" in line for line in said)
     (health,) = supervisor.unhealthy()
     assert (health.name, health.crashes, health.error) == ("flaky", 4, "ValueError")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -58,8 +59,11 @@ class Supervisor:
                 failure = "returned"
                 log.error("background loop %s ended on its own", name)
             except Exception as error:  # cancellation is a BaseException: stopping the server still stops it
-                failure = type(error).__name__
-                log.error("background loop %s failed: %s", name, failure, exc_info=error)
+                cause = _innermost(error)
+                failure = type(cause).__name__
+                # Where it failed, without the message: that may hold an event's data or a URL with a secret.
+                where = "".join(traceback.format_tb(cause.__traceback__))
+                log.error("background loop %s failed: %s, raised at\n%s", name, failure, where.rstrip())
             if time.monotonic() - started >= self.stable_seconds:
                 health.crashes = 0
             health.crashes += 1
@@ -77,3 +81,10 @@ class Supervisor:
             (health for health in self.loops.values() if not health.healthy(now, self.stable_seconds)),
             key=lambda health: health.name,
         )
+
+
+def _innermost(error: Exception) -> Exception:
+    """The one exception a task group wrapped (a loop with tasks of its own fails as a group of one)."""
+    while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

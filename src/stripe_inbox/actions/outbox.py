@@ -12,7 +12,7 @@ from ..errors import DeliveryFailed, StoreUnavailable
 from ..models import DeliveryStatus
 from ..settings import Settings
 from ..stores import Delivery, DeliveryKind, Store
-from .channels import Message, send
+from .channels import Message, one_line, send
 from .trackers import TicketRequest, TrackerReceipt, forward
 
 log = logging.getLogger("stripe_inbox.outbox")
@@ -82,7 +82,7 @@ class Outbox:
             delivery.target,
             delivery.attempts,
             status,
-            f" ({reason})" if reason else "",
+            f" ({one_line(reason)})" if reason else "",  # a receiver's answer is in it: one line, always
         )
         await self.store.finish_delivery(
             delivery, status, reason, next_attempt_at, time.time(), receipt.id, receipt.url
