@@ -36,7 +36,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
         except StoreUnavailable as error:
             return JSONResponse({"status": "unavailable", "message": str(error)}, status_code=503)
         if down := inbox.loops.unhealthy():
-            listed = ", ".join(f"{loop.name} ({loop.error}, {loop.crashes} failures in a row)" for loop in down)
+            listed = ", ".join(f"{loop.name} ({loop.error}, failures in a row: {loop.crashes})" for loop in down)
             return JSONResponse(
                 {
                     "status": "unavailable",
