@@ -278,7 +278,7 @@ def _serve(args: argparse.Namespace) -> None:
                 flush=True,
             )
             async with anyio.create_task_group() as group:
-                group.start_soon(Upkeep(inbox).run)
+                group.start_soon(inbox.loops.supervise, "upkeep", Upkeep(inbox).run)
                 await server.serve(sockets=[sock])
                 group.cancel_scope.cancel()
 

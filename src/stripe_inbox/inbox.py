@@ -13,7 +13,7 @@ from typing import Any, Literal
 import anyio
 import stripe
 
-from .actions.channels import recipient_for
+from .actions.channels import header_problem, recipient_for
 from .actions.forward import Forwarder
 from .actions.outbox import Outbox
 from .approvals import AWAITING, DECLINED, Consent, needs_confirmation, where_to_approve
@@ -47,6 +47,7 @@ from .stores import Audit, DeliveryKind, EventQuery, Store, StoredEvent, open_st
 from .stores.search import SEARCH_COUNT_CAP
 from .stripe import signature
 from .stripe.api import StripeAPI, StripeAPIError
+from .supervisor import Supervisor
 
 MAX_PAGE = 100
 MAX_TIMELINE = 1000
@@ -69,6 +70,7 @@ class Inbox:
         self.secrets = settings.webhook_secrets
         self.filter = EventFilter(settings.events)
         self.outbox = Outbox(store, settings)
+        self.loops = Supervisor()  # every background loop of the process runs under it; /healthz reads it
         # Deliveries waiting for their commit: while there are several, the ingress is near what the machine can
         # take, and forwarding and indexing give way to it.
         self.committing = 0
@@ -317,6 +319,8 @@ class Inbox:
         _check_choice("channel", channel, tuple(channels), what="configured channels")
         if not message.strip():
             raise InvalidArgument("message must not be empty")
+        if subject is not None and (problem := header_problem("subject", subject)) is not None:
+            raise InvalidArgument(problem)
         event = (await self.event(event_id)).body() if event_id is not None else None
         recipient = recipient_for(channels[channel], event)
         # The same call made twice (an agent retrying) sends once.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from email.message import EmailMessage
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,10 @@ CUSTOMER = "customer"
 EMAIL_FIELDS = ("customer_email", "receipt_email", "customer_details.email", "billing_details.email", "email")
 
 
-Address = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="an email address")]
+# One plain addr-spec and nothing else: no display name, no list, no group, no comment, no quoting, no line break.
+# The characters are RFC 5322's atext (non-ASCII letters too) and a domain of dotted labels.
+PLAIN_ADDRESS = r"^[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(\.[\w-]+)+$"
+Address = Annotated[str, Field(pattern=PLAIN_ADDRESS, description="one plain email address, as name@example.com")]
 
 
 class ConfigModel(BaseModel):
@@ -95,7 +99,8 @@ class Message(BaseModel):
 
 
 def recipient_for(config: ChannelConfig, event: dict[str, Any] | None) -> str | None:
-    """The address a message goes to; resolves to = "customer" from the event."""
+    """The one address a message goes to; resolves to = "customer" from the event, refusing any value that is not
+    exactly one plain address (a list, a display name or a group there would send it elsewhere too)."""
     if not isinstance(config, EmailChannel):
         return None
     if config.to != CUSTOMER:
@@ -108,16 +113,48 @@ def recipient_for(config: ChannelConfig, event: dict[str, Any] | None) -> str | 
         for part in path.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         if isinstance(value, str) and "@" in value:
-            return value
+            problem = address_problem(value)
+            if problem is not None:
+                raise InvalidArgument(
+                    f"event {event.get('id')!r}: the customer email in data.object.{path} is not one plain address "
+                    f"({problem}); nothing was sent"
+                )
+            return value.strip()
     raise InvalidArgument(
         f"event {event.get('id')!r} has no customer email address (looked in data.object {', '.join(EMAIL_FIELDS)})"
     )
 
 
+def address_problem(value: str) -> str | None:
+    """Why `value` is not exactly one plain email address, or None when it is one."""
+    value = value.strip()
+    if any(not character.isprintable() for character in value):
+        return "it holds a line break or another control character"
+    if "<" in value or ">" in value or '"' in value:
+        return "it holds a display name or an address in angle brackets"
+    if ":" in value or ";" in value:
+        return "it is a group of addresses"
+    if "," in value or value.count("@") > 1:
+        return "it holds several addresses"
+    if re.fullmatch(PLAIN_ADDRESS, value) is None:
+        return "expected the form name@example.com"
+    return None
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why `value` cannot be the single-line header `name` of a message (a line break there would start another
+    header, such as Bcc), or None."""
+    if any(not character.isprintable() for character in value):
+        return f"{name} must be one line of text, without line breaks or other control characters"
+    return None
+
+
 async def send(config: ChannelConfig, message: Message) -> None:
     """Deliver one message; raises DeliveryFailed, marked permanent when retrying cannot help."""
     if isinstance(config, LogChannel):
-        log.info("notify [%s] %s%s", message.channel, f"{message.subject}: " if message.subject else "", message.text)
+        # One record per message: a line break from the text cannot forge a log line of its own.
+        subject = f"{one_line(message.subject)}: " if message.subject else ""
+        log.info("notify [%s] %s%s", message.channel, subject, one_line(message.text))
     elif isinstance(config, SlackChannel):
         await post_json(env(config.webhook_url_env) or "", slack_payload(message))
     elif isinstance(config, WebhookChannel):
@@ -126,21 +163,34 @@ async def send(config: ChannelConfig, message: Message) -> None:
         await _send_email(config, message)
 
 
+def one_line(text: str) -> str:
+    """`text` with every line break and control character written as its escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def slack_text(text: str) -> str:
+    """`text` as Slack shows it, never as its markup: Slack's three control characters escaped, so `<!channel>` or
+    `<https://evil|label>` in a message or an event's field arrives as plain text, not a mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(message: Message) -> dict[str, Any]:
+    event = f"`{slack_text(message.event_id)}` {slack_text(message.event_type or '')}" if message.event_id else None
     facts = [
         f"*{label}:* {value}"
         for label, value in (
-            ("Event", f"`{message.event_id}` {message.event_type}" if message.event_id else None),
-            ("Customer", message.customer),
-            ("Amount", message.amount),
+            ("Event", event),
+            ("Customer", slack_text(message.customer) if message.customer else None),
+            ("Amount", slack_text(message.amount) if message.amount else None),
         )
         if value
     ]
-    headline = f"*{message.subject}*\n{message.text}" if message.subject else message.text
+    text = slack_text(message.text)
+    headline = f"*{slack_text(message.subject)}*\n{text}" if message.subject else text
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}]
     if facts:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "  ·  ".join(facts)}]})
-    fallback = " | ".join([message.text, *(f.replace("*", "") for f in facts)])
+    fallback = " | ".join([text, *(f.replace("*", "") for f in facts)])
     return {"text": fallback, "blocks": blocks}
 
 
@@ -165,12 +215,26 @@ async def post_json(
     return response
 
 
-async def _send_email(config: EmailChannel, message: Message) -> None:
+def _email(config: EmailChannel, message: Message) -> EmailMessage:
+    """The message as e-mail; what was stored before recipients and subjects were checked is checked again here,
+    so such a row fails for good instead of reaching other addresses."""
+    recipient = message.recipient or ""
+    subject = message.subject or (f"Stripe {message.event_type}" if message.event_type else "stripe-inbox")
+    problem = header_problem("the subject", subject)
+    if (recipient_problem := address_problem(recipient)) is not None:
+        problem = f"the recipient is not one plain address: {recipient_problem}"
+    if problem is not None:
+        raise DeliveryFailed(problem, permanent=True)
     email = EmailMessage()
     email["From"] = str(config.from_)
-    email["To"] = message.recipient or ""
-    email["Subject"] = message.subject or (f"Stripe {message.event_type}" if message.event_type else "stripe-inbox")
+    email["To"] = recipient.strip()
+    email["Subject"] = subject
     email.set_content(message.text)
+    return email
+
+
+async def _send_email(config: EmailChannel, message: Message) -> None:
+    email = _email(config, message)
     try:
         await aiosmtplib.send(
             email,

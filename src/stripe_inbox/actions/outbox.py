@@ -12,7 +12,7 @@ from ..errors import DeliveryFailed, StoreUnavailable
 from ..models import DeliveryStatus
 from ..settings import Settings
 from ..stores import Delivery, DeliveryKind, Store
-from .channels import Message, send
+from .channels import Message, one_line, send
 from .trackers import TicketRequest, TrackerReceipt, forward
 
 log = logging.getLogger("stripe_inbox.outbox")
@@ -69,6 +69,12 @@ class Outbox:
                 status = "queued"
                 delay = min(policy.retry_base_seconds * 2 ** (delivery.attempts - 1), policy.retry_max_seconds)
                 next_attempt_at = time.time() + delay
+        except Exception as error:
+            # A fault of ours or a library's, not the channel's refusal: retrying would meet it again, and letting it
+            # out would end the loop that delivers everything else. Only the type is kept: a message may hold a URL
+            # with a secret in it.
+            status, reason = "failed", f"unexpected error while sending ({type(error).__name__}); not retried"
+            log.error("outbox: %s %s to %s: %s", delivery.kind, delivery.id, delivery.target, reason)
         log.info(
             "outbox: %s %s to %s, attempt %d: %s%s",
             delivery.kind,
@@ -76,7 +82,7 @@ class Outbox:
             delivery.target,
             delivery.attempts,
             status,
-            f" ({reason})" if reason else "",
+            f" ({one_line(reason)})" if reason else "",  # a receiver's answer is in it: one line, always
         )
         await self.store.finish_delivery(
             delivery, status, reason, next_attempt_at, time.time(), receipt.id, receipt.url

@@ -66,6 +66,7 @@ class ClaudeChannel:
         self._window_start = 0.0
         self._sent_in_window = 0
         self._held: list[Held] = []
+        self._backlog_announced = False
 
     async def __call__(self, ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
@@ -83,7 +84,9 @@ class ClaudeChannel:
             # stored after the backlog is read can slip by unheard.
             group.start_soon(self._listen)
             await self._ready.wait()
-            await self._announce_backlog()
+            if not self._backlog_announced:  # once per session, not again when the loop is restarted
+                await self._announce_backlog()
+                self._backlog_announced = True
             group.start_soon(self._digests)
             while True:
                 await self._arrived.wait()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
@@ -92,14 +92,19 @@ class InboxServer(MCPServer):
             async for changed in self.inbox.changes():
                 await self.notifier.updated(PENDING_URI, STATS_URI, *map(event_uri, sorted(changed)))
 
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "changes": self.inbox.follow_changes,
+            "subscriptions": publish,
+            "outbox": self.inbox.outbox.run,
+            "forwarder": self.inbox.forwarder.run,
+            "indexer": self.inbox.indexer.run,
+        }
+        if self.channel is not None:
+            loops["channel"] = self.channel.run
+        # Each under supervision: one that fails is restarted alone, never taking the others or /mcp with it.
         async with anyio.create_task_group() as group:
-            group.start_soon(self.inbox.follow_changes)
-            group.start_soon(publish)
-            group.start_soon(self.inbox.outbox.run)
-            group.start_soon(self.inbox.forwarder.run)
-            group.start_soon(self.inbox.indexer.run)
-            if self.channel is not None:
-                group.start_soon(self.channel.run)
+            for name, loop in loops.items():
+                group.start_soon(self.inbox.loops.supervise, name, loop)
             yield
             group.cancel_scope.cancel()
 

@@ -35,6 +35,19 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             await inbox.store.ping()
         except StoreUnavailable as error:
             return JSONResponse({"status": "unavailable", "message": str(error)}, status_code=503)
+        if down := inbox.loops.unhealthy():
+            listed = ", ".join(f"{loop.name} ({loop.error}, failures in a row: {loop.crashes})" for loop in down)
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "message": f"background loops down or restarting: {listed}",
+                    "loops": {
+                        loop.name: {"restarting": loop.restarting, "failures": loop.crashes, "error": loop.error}
+                        for loop in down
+                    },
+                },
+                status_code=503,
+            )
         return JSONResponse({"status": "ok"})
 
     async def metrics_endpoint(request: Request) -> Response:
