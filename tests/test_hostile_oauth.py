@@ -504,3 +504,19 @@ async def test_one_oauth_client_cannot_ack_what_another_claimed(inbox: Inbox) ->
     acked = await call(first, "ack_event", {"event_id": event_id, "agent": "worker"})
     assert not acked.is_error, acked.content
     assert acked.structured_content["status"] == "acked"
+
+
+def test_guessing_the_token_on_the_consent_page_is_throttled(inbox: Inbox) -> None:
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3")) as guesser:
+        registered = guesser.post(inbox.url + "/register", json={"redirect_uris": [CALLBACK]})
+        _, challenge = pkce()
+        query = authorization_query(registered.json()["client_id"], challenge)
+        authorized = guesser.get(f"{inbox.url}/authorize?{urlencode(query)}")
+        form = read_form(guesser.get(authorized.headers["location"]).text)
+        sign_in = {**form.fields, "intent": "sign_in"}
+        guesses = [guesser.post(inbox.url + form.action, data={**sign_in, "token": f"guess-{n}"}) for n in range(10)]
+        assert [guess.status_code for guess in guesses] == [401] * 10
+        throttled = guesser.post(inbox.url + form.action, data={**sign_in, "token": ACCESS_TOKEN})
+    assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
+    assert "Too many sign-ins" in throttled.text
+    assert "stripe_inbox_session" not in throttled.headers.get("set-cookie", "")

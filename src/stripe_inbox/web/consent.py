@@ -14,11 +14,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..auth.provider import CONSENT_PATH, ConsentRequest, InboxAuthProvider
+from ..auth.rate_limit import RateLimiter, retry_after
 from ..auth.scopes import DESCRIPTIONS, READ, WRITE
 from .auth import Access
 
 CSRF_COOKIE = "stripe_inbox_consent_csrf"
 DECISIONS = ("allow", "allow_read", "deny")
+SIGN_INS_PER_MINUTE = 10  # per client address: the access token is not for guessing here either
+SIGN_IN_BURST = 10
 
 
 def templates() -> Environment:
@@ -33,6 +36,7 @@ class ConsentPage:
         self.provider = provider
         self.access = access
         self.secure_cookie = provider.issuer.startswith("https://")
+        self.sign_ins = RateLimiter(SIGN_INS_PER_MINUTE, SIGN_IN_BURST)
         self.template = templates().get_template("consent.html")
 
     async def handle(self, request: Request) -> Response:
@@ -76,6 +80,11 @@ class ConsentPage:
     def _sign_in(
         self, request: Request, form: FormData, pending: ConsentRequest, request_id: str, csrf: str
     ) -> Response:
+        wait = self.sign_ins.allow(request.client.host if request.client else "unknown")
+        if wait is not None:
+            page = self._page(request, pending, request_id, csrf, error="Too many sign-ins; wait a minute.", status=429)
+            page.headers["Retry-After"] = retry_after(wait)
+            return page
         if not self.access.accepts_token(str(form.get("token", ""))):
             return self._page(request, pending, request_id, csrf, error="That is not the access token.", status=401)
         self.access.sign_in(request)  # the dashboard's session: signed in here is signed in there

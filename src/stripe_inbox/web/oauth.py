@@ -39,6 +39,8 @@ from .session import SessionSigner, SignedSessions
 AUTHORIZATION_SERVER_METADATA = "/.well-known/oauth-authorization-server"
 PROTECTED_RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
 MAX_REGISTRATION_BYTES = 16 * 1024  # a client's metadata is a few hundred bytes
+MAX_FORM_BYTES = 16 * 1024  # an authorization request, a consent answer
+MAX_DESCRIPTION_CHARS = 300  # of an error description quoted on the page: it may repeat what the request said
 REGISTRATIONS_PER_MINUTE = 10  # per client address, after a first burst
 REGISTRATION_BURST = 20
 
@@ -92,14 +94,19 @@ def oauth_routes(provider: InboxAuthProvider, access_token: str, dashboard: str 
     resource_metadata = cors_middleware(ProtectedResourceMetadataHandler(resource).handle, ["GET", "OPTIONS"])
     for path in (PROTECTED_RESOURCE_METADATA + urlsplit(provider.resource).path, PROTECTED_RESOURCE_METADATA):
         routes.append(Route(path, resource_metadata, methods=["GET", "OPTIONS"]))
+    return routes + _page_routes(provider, Access(access_token, dashboard))
 
-    access = Access(access_token, dashboard)
+
+def _page_routes(provider: InboxAuthProvider, access: Access) -> list[Route]:
+    """The two a person's browser opens: /authorize, and the consent page it sends on to."""
     consent = ConsentPage(provider, access)
-    sessions = SignedSessions(request_response(consent.handle), SessionSigner(access.session_key()), path=dashboard)
-    routes.append(Route(CONSENT_PATH, sessions, methods=["GET", "POST"]))
-    authorization = AuthorizationPage(provider, consent)
-    routes.append(Route(AUTHORIZATION_PATH, authorization.handle, methods=["GET", "POST"]))
-    return routes
+    signer = SessionSigner(access.session_key())
+    sessions = SignedSessions(request_response(consent.handle), signer, path=access.prefix)
+    authorization = request_response(AuthorizationPage(provider, consent).handle)
+    return [
+        Route(CONSENT_PATH, RequestBodyLimitMiddleware(sessions, MAX_FORM_BYTES), methods=["GET", "POST"]),
+        Route(AUTHORIZATION_PATH, RequestBodyLimitMiddleware(authorization, MAX_FORM_BYTES), methods=["GET", "POST"]),
+    ]
 
 
 class Registration:
@@ -167,7 +174,8 @@ def _error_of(response: Response) -> tuple[str, str]:
         except ValueError:
             fields = {}
     code = str(fields.get("error") or "invalid_request")
-    description = str(fields.get("error_description") or "the request is not valid.").rstrip(".") + "."
+    description = str(fields.get("error_description") or "the request is not valid")[:MAX_DESCRIPTION_CHARS]
+    description = description.rstrip(".") + "."
     return code, description
 
 
