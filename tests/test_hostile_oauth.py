@@ -118,7 +118,9 @@ def test_the_rate_limiter_refills_with_time() -> None:
     assert limiter.allow("a") == pytest.approx(6.0)
     assert limiter.allow("b") is None  # per key
     now[0] += 6.0
+    assert limiter.wait("a") is None  # spends nothing
     assert limiter.allow("a") is None
+    assert limiter.wait("a") == pytest.approx(6.0)
 
 
 async def test_store_prunes_registrations_that_never_got_a_token(store: Store) -> None:
@@ -518,5 +520,5 @@ def test_guessing_the_token_on_the_consent_page_is_throttled(inbox: Inbox) -> No
         assert [guess.status_code for guess in guesses] == [401] * 10
         throttled = guesser.post(inbox.url + form.action, data={**sign_in, "token": ACCESS_TOKEN})
     assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
-    assert "Too many sign-ins" in throttled.text
+    assert "Too many wrong tokens" in throttled.text
     assert "stripe_inbox_session" not in throttled.headers.get("set-cookie", "")

@@ -30,6 +30,18 @@ class RateLimiter:
 
     def allow(self, key: str) -> float | None:
         """None when `key` may go ahead (and a token is spent); else the seconds until it may."""
+        bucket = self._refilled(key)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return None
+        return (1.0 - bucket.tokens) / self.rate
+
+    def wait(self, key: str) -> float | None:
+        """Like `allow`, spending nothing: for limits that only failures spend (`allow` after one)."""
+        bucket = self._refilled(key)
+        return None if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / self.rate
+
+    def _refilled(self, key: str) -> _Bucket:
         now = self.clock()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -38,10 +50,7 @@ class RateLimiter:
             bucket = self._buckets[key] = _Bucket(float(self.burst), now)
         bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) * self.rate)
         bucket.at = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return None
-        return (1.0 - bucket.tokens) / self.rate
+        return bucket
 
     def _forget_idle(self, now: float) -> None:
         full_after = self.burst / self.rate

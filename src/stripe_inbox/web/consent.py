@@ -20,8 +20,8 @@ from .auth import Access
 
 CSRF_COOKIE = "stripe_inbox_consent_csrf"
 DECISIONS = ("allow", "allow_read", "deny")
-SIGN_INS_PER_MINUTE = 10  # per client address: the access token is not for guessing here either
-SIGN_IN_BURST = 10
+WRONG_TOKENS_PER_MINUTE = 10  # per client address: the access token is not for guessing here either
+WRONG_TOKEN_BURST = 10
 
 
 def templates() -> Environment:
@@ -36,7 +36,7 @@ class ConsentPage:
         self.provider = provider
         self.access = access
         self.secure_cookie = provider.issuer.startswith("https://")
-        self.sign_ins = RateLimiter(SIGN_INS_PER_MINUTE, SIGN_IN_BURST)
+        self.sign_ins = RateLimiter(WRONG_TOKENS_PER_MINUTE, WRONG_TOKEN_BURST)
         self.template = templates().get_template("consent.html")
 
     async def handle(self, request: Request) -> Response:
@@ -80,12 +80,15 @@ class ConsentPage:
     def _sign_in(
         self, request: Request, form: FormData, pending: ConsentRequest, request_id: str, csrf: str
     ) -> Response:
-        wait = self.sign_ins.allow(request.client.host if request.client else "unknown")
+        address = request.client.host if request.client else "unknown"
+        wait = self.sign_ins.wait(address)
         if wait is not None:
-            page = self._page(request, pending, request_id, csrf, error="Too many sign-ins; wait a minute.", status=429)
+            error = "Too many wrong tokens; wait a minute."
+            page = self._page(request, pending, request_id, csrf, error=error, status=429)
             page.headers["Retry-After"] = retry_after(wait)
             return page
         if not self.access.accepts_token(str(form.get("token", ""))):
+            self.sign_ins.allow(address)  # only wrong tokens count
             return self._page(request, pending, request_id, csrf, error="That is not the access token.", status=401)
         self.access.sign_in(request)  # the dashboard's session: signed in here is signed in there
         back = f"{CONSENT_PATH}?{urlencode({'request': request_id})}"
