@@ -307,8 +307,9 @@ def drip() -> Iterator[Drip]:
     running.thread.start()
     yield running
     running.stop.set()
-    running.server.close()
+    socket.create_connection(running.server.getsockname(), timeout=5).close()  # wakes an accept() that waits
     running.thread.join(timeout=10)
+    running.server.close()
 
 
 async def test_a_slow_drip_document_is_cut_at_the_deadline_and_the_failure_cached(
