@@ -507,6 +507,11 @@ async def test_one_oauth_client_cannot_ack_what_another_claimed(inbox: Inbox) ->
     acked = await call(first, "ack_event", {"event_id": event_id, "agent": "worker"})
     assert not acked.is_error, acked.content
     assert acked.structured_content["status"] == "acked"
+    with sqlite3.connect(inbox.db) as database:
+        (holder,) = database.execute(
+            "SELECT actor FROM audit WHERE action = 'claim_events' AND event_id = ?", (event_id,)
+        ).fetchone()
+    assert holder.endswith("/worker") and holder != "worker"  # the claim was recorded under the client's name
 
 
 def test_guessing_the_token_on_the_consent_page_is_throttled(inbox: Inbox) -> None:
