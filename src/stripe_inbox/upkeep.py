@@ -19,6 +19,7 @@ log = logging.getLogger("stripe_inbox.upkeep")
 DEFAULT_INTERVAL_SECONDS = 60.0
 RETENTION_EVERY_SECONDS = 86400.0
 RETENTION_TURN = "retention_pruned_at"
+UNUSED_OAUTH_CLIENT_SECONDS = 86400.0  # a dynamic registration that bought no token in a day is forgotten
 
 
 class Upkeep:
@@ -41,6 +42,7 @@ class Upkeep:
         if self.alerts is not None:
             await self.alerts.check()
         await self.retain()
+        await self.forget_unused_oauth_clients()
 
     async def retain(self, now: float | None = None) -> int | None:
         """Prune acked events older than `retention_days`, if it is this process's turn today; how many."""
@@ -53,3 +55,11 @@ class Upkeep:
         )
         log.info("retention: pruned %d acked events older than %g days", deleted, days)
         return deleted
+
+    async def forget_unused_oauth_clients(self, now: float | None = None) -> int:
+        """Prune OAuth registrations older than a day that never got a token; how many."""
+        now = time.time() if now is None else now
+        pruned = await self.inbox.store.prune_oauth_clients(now - UNUSED_OAUTH_CLIENT_SECONDS)
+        if pruned:
+            log.info("oauth: forgot %d client registrations unused for a day", pruned)
+        return pruned

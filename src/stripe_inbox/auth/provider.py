@@ -7,15 +7,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from mcp.server.auth.provider import (
-    AccessToken,
     AuthorizationCode,
     AuthorizationParams,
     AuthorizeError,
     OAuthAuthorizationServerProvider,
-    RefreshToken,
     RegistrationError,
     TokenError,
     construct_redirect_uri,
@@ -37,29 +34,17 @@ from .minting import (
     public_id,
 )
 from .scopes import SCOPES, granted
+from .tokens import InboxAccessToken, InboxAuthorizationCode, InboxRefreshToken
 
 logger = logging.getLogger(__name__)
 
-CONSENT_PATH = "/oauth/consent"
+# Under the dashboard's path, so that the browser brings the dashboard's session cookie (Path=/ui) along.
+CONSENT_PATH = "/ui/oauth/consent"
 CONSENT_SECONDS = 600  # for the operator to sign in and decide
 CODE_SECONDS = 300
 ACCESS_TOKEN_SECONDS = 3600
 REFRESH_TOKEN_SECONDS = 30 * 86400
 LAST_USE_RESOLUTION_SECONDS = 60  # last use is recorded at most this often per token, not on every request
-
-
-class InboxAuthorizationCode(AuthorizationCode):
-    grant_id: str
-
-
-class InboxAccessToken(AccessToken):
-    token_id: str
-    grant_id: str
-
-
-class InboxRefreshToken(RefreshToken):
-    token_id: str
-    grant_id: str
 
 
 @dataclass(frozen=True)
@@ -79,7 +64,7 @@ class InboxAuthProvider(OAuthAuthorizationServerProvider[InboxAuthorizationCode,
         self.store = store
         self.issuer = public_url
         self.resource = f"{public_url}/mcp"
-        self.documents = ClientDocuments(allow_loopback_http=urlsplit(public_url).hostname in LOOPBACK_HOSTS)
+        self.documents = ClientDocuments()
 
     # -- clients ---------------------------------------------------------------------------------
 

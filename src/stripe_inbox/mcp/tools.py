@@ -13,6 +13,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from ..auth.agents import bound_agent
 from ..inbox import MAX_LEASE_SECONDS, MAX_PAGE, MAX_WAIT_SECONDS, MIN_LEASE_SECONDS, Inbox
 from ..models import (
     AckResult,
@@ -193,8 +194,9 @@ class InboxTools:
         lease_seconds: Annotated[float, Field(ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)] = 300,
     ) -> ClaimResult:
         """Lease pending events, oldest first, that no other agent holds; they return to the pool when the
-        lease lapses. For agents sharing an inbox: ack_event each with the same agent name."""
-        return await self.inbox.claim(agent, limit, lease_seconds)
+        lease lapses. For agents sharing an inbox: ack_event each with the same agent name. Signed in with OAuth,
+        the name is your client's: other clients cannot ack what you claimed."""
+        return await self.inbox.claim(bound_agent(agent) or agent, limit, lease_seconds)
 
     @tool("Acknowledge event", hints(read_only=False, open_world=False))
     async def ack_event(
@@ -206,7 +208,7 @@ class InboxTools:
     ) -> AckResult:
         """Mark an event dealt with, removing it from pending; acking again changes nothing. An event another
         agent has claimed cannot be acked until its lease lapses."""
-        result = await self.inbox.ack(event_id, outcome, note, ACTOR, holder=agent or "")
+        result = await self.inbox.ack(event_id, outcome, note, ACTOR, holder=bound_agent(agent) or "")
         return result
 
     # Stripe's Events API; events already in the inbox are counted, not added again.

@@ -693,6 +693,18 @@ class SqlStore(ForwardingStore):
         rows = await self.db.fetch("SELECT metadata FROM oauth_clients WHERE client_id = ?", client_id)
         return str(rows[0][0]) if rows else None
 
+    async def prune_oauth_clients(self, registered_before: float) -> int:
+        """Forget registered clients that never got a token and registered before then; how many. Registration
+        is open to anyone, so what nobody used must not stay."""
+        async with self.db.transaction() as tx:
+            pruned = await tx.fetch(
+                "DELETE FROM oauth_clients WHERE registered_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM oauth_tokens WHERE oauth_tokens.client_id = oauth_clients.client_id) "
+                "RETURNING client_id",
+                registered_before,
+            )
+        return len(pruned)
+
     async def add_oauth_request(self, request_hash: str, client_id: str, params: str, expires_at: float) -> None:
         async with self.db.transaction() as tx:
             await tx.execute("DELETE FROM oauth_requests WHERE expires_at < ?", time.time())

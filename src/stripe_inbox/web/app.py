@@ -75,7 +75,8 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             yield
 
     if mcp_server is not None and mcp_server.auth_provider is not None and inbox.settings.mcp_token:
-        routes.extend(oauth_routes(mcp_server.auth_provider, inbox.settings.mcp_token))
+        # Ahead of /ui: the consent page lives under it, where the dashboard's session cookie reaches.
+        routes[:0] = oauth_routes(mcp_server.auth_provider, inbox.settings.mcp_token, "/ui")
     if mcp_server is not None:
         mcp_app = mcp_server.streamable_http_app(
             streamable_http_path="/mcp",

@@ -1,58 +1,71 @@
 """The authorization server's HTTP side: the SDK's OAuth routes (authorize, token, registration, revocation), the
-metadata documents clients discover it by, and the consent page where the operator, signed in with the access
-token, allows or denies each client."""
+metadata documents clients discover it by, and the consent page (web/consent.py). Registration is open to anyone,
+so it is small and rate-limited per address; authorization errors are shown to the person as a page, never sent
+to a redirect URI no operator has looked at yet."""
 
 from __future__ import annotations
 
-import hmac
-import secrets
-from collections.abc import Callable
-from urllib.parse import urlsplit
+import json
+from urllib.parse import parse_qsl, urlsplit
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from mcp.server.auth.handlers.authorize import AuthorizationHandler
 from mcp.server.auth.handlers.metadata import MetadataHandler, ProtectedResourceMetadataHandler
+from mcp.server.auth.handlers.register import RegistrationHandler
 from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
-from mcp.server.auth.routes import REVOCATION_PATH, build_metadata, cors_middleware, create_auth_routes
+from mcp.server.auth.routes import (
+    AUTHORIZATION_PATH,
+    REGISTRATION_PATH,
+    REVOCATION_PATH,
+    build_metadata,
+    cors_middleware,
+    create_auth_routes,
+)
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, RequestBodyLimitMiddleware
 from mcp.shared.auth import ProtectedResourceMetadata
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, request_response
+from starlette.types import Message
 
-from ..auth.provider import CONSENT_PATH, ConsentRequest, InboxAuthProvider
-from ..auth.scopes import DESCRIPTIONS, READ, SCOPES, WRITE
+from ..auth.provider import CONSENT_PATH, InboxAuthProvider
+from ..auth.rate_limit import RateLimiter, retry_after
+from ..auth.scopes import SCOPES
+from .auth import Access
+from .consent import ConsentPage
+from .session import SessionSigner, SignedSessions
 
 AUTHORIZATION_SERVER_METADATA = "/.well-known/oauth-authorization-server"
 PROTECTED_RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
-CSRF_COOKIE = "stripe_inbox_consent_csrf"
+MAX_REGISTRATION_BYTES = 16 * 1024  # a client's metadata is a few hundred bytes
+MAX_FORM_BYTES = 16 * 1024  # an authorization request, a consent answer
+MAX_DESCRIPTION_CHARS = 300  # of an error description quoted on the page: it may repeat what the request said
+REGISTRATIONS_PER_MINUTE = 10  # per client address, after a first burst
+REGISTRATION_BURST = 20
 
-SignedIn = Callable[[Request], bool]
 # An origin issuer stays without a trailing slash: clients compare it as a string with the `iss` they get back.
 URL = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
 
 
-def never_signed_in(request: Request) -> bool:
-    """Until the dashboard's session is wired in here, the consent form always asks for the access token."""
-    return False
-
-
-def oauth_routes(provider: InboxAuthProvider, access_token: str, signed_in: SignedIn = never_signed_in) -> list[Route]:
-    """Routes to mount ahead of /mcp. `signed_in(request)` says whether the request already carries an operator's
-    session (the dashboard's); then the consent form does not ask for the token again."""
+def oauth_routes(provider: InboxAuthProvider, access_token: str, dashboard: str = "/ui") -> list[Route]:
+    """Routes to mount ahead of the dashboard (mounted at `dashboard`, whose session the consent page shares)
+    and /mcp."""
     issuer = URL.validate_python(provider.issuer)
     registration = ClientRegistrationOptions(enabled=True, valid_scopes=list(SCOPES), default_scopes=list(SCOPES))
     revocation = RevocationOptions(enabled=True)
+    replaced = (AUTHORIZATION_SERVER_METADATA, REVOCATION_PATH, REGISTRATION_PATH, AUTHORIZATION_PATH)
     routes = [
         route
         for route in create_auth_routes(provider, issuer, None, registration, revocation)
-        if route.path not in (AUTHORIZATION_SERVER_METADATA, REVOCATION_PATH)
+        if route.path not in replaced
     ]
     revoke = RequestBodyLimitMiddleware(
         cors_middleware(Revocation(provider).handle, ["POST", "OPTIONS"]), DEFAULT_MAX_REQUEST_BODY_SIZE
     )
     routes.append(Route(REVOCATION_PATH, revoke, methods=["POST", "OPTIONS"]))
+    register = cors_middleware(Registration(provider, registration).handle, ["POST", "OPTIONS"])
+    routes.append(Route(REGISTRATION_PATH, register, methods=["POST", "OPTIONS"]))
 
     # The SDK's metadata, with what it leaves out: client ID metadata documents (which the provider resolves),
     # `iss` in every authorization response (RFC 9207), and public clients only (see register_client).
@@ -81,11 +94,89 @@ def oauth_routes(provider: InboxAuthProvider, access_token: str, signed_in: Sign
     resource_metadata = cors_middleware(ProtectedResourceMetadataHandler(resource).handle, ["GET", "OPTIONS"])
     for path in (PROTECTED_RESOURCE_METADATA + urlsplit(provider.resource).path, PROTECTED_RESOURCE_METADATA):
         routes.append(Route(path, resource_metadata, methods=["GET", "OPTIONS"]))
+    return routes + _page_routes(provider, Access(access_token, dashboard))
 
-    consent = ConsentPage(provider, access_token, signed_in)
-    routes.append(Route(CONSENT_PATH, consent.show, methods=["GET"]))
-    routes.append(Route(CONSENT_PATH, consent.answer, methods=["POST"]))
-    return routes
+
+def _page_routes(provider: InboxAuthProvider, access: Access) -> list[Route]:
+    """The two a person's browser opens: /authorize, and the consent page it sends on to."""
+    consent = ConsentPage(provider, access)
+    signer = SessionSigner(access.session_key())
+    sessions = SignedSessions(request_response(consent.handle), signer, path=access.prefix)
+    authorization = request_response(AuthorizationPage(provider, consent).handle)
+    return [
+        Route(CONSENT_PATH, RequestBodyLimitMiddleware(sessions, MAX_FORM_BYTES), methods=["GET", "POST"]),
+        Route(AUTHORIZATION_PATH, RequestBodyLimitMiddleware(authorization, MAX_FORM_BYTES), methods=["GET", "POST"]),
+    ]
+
+
+class Registration:
+    """RFC 7591 dynamic registration, which anyone may call: the SDK's handler behind a body cap and a rate limit
+    per client address (unused registrations are pruned by Upkeep)."""
+
+    def __init__(self, provider: InboxAuthProvider, options: ClientRegistrationOptions) -> None:
+        self.handler = RegistrationHandler(provider, options=options)
+        self.limiter = RateLimiter(REGISTRATIONS_PER_MINUTE, REGISTRATION_BURST)
+
+    async def handle(self, request: Request) -> Response:
+        address = request.client.host if request.client else "unknown"
+        wait = self.limiter.allow(address)
+        if wait is not None:
+            return _registration_error(429, "too many registrations from this address; try again later", wait)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_REGISTRATION_BYTES:
+            return _registration_error(413, f"client metadata is limited to {MAX_REGISTRATION_BYTES} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_REGISTRATION_BYTES:
+                return _registration_error(413, f"client metadata is limited to {MAX_REGISTRATION_BYTES} bytes")
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.handler.handle(Request(request.scope, replay))
+
+
+def _registration_error(status: int, description: str, wait: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": retry_after(wait)} if wait is not None else None
+    body = {"error": "invalid_client_metadata", "error_description": description}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class AuthorizationPage:
+    """The SDK's authorization endpoint, whose only redirect that leaves here is to the consent page. Any error
+    (an unknown client, a bad scope, no PKCE, a malformed client id) is a page for the person in the browser:
+    a redirect URI, even a registered one, is only trusted once the operator has seen it on the consent page,
+    so an error never makes this server an open redirector (RFC 9700 §4.11.2)."""
+
+    def __init__(self, provider: InboxAuthProvider, consent: ConsentPage) -> None:
+        self.handler = AuthorizationHandler(provider)
+        self.consent_url = f"{provider.issuer}{CONSENT_PATH}?"
+        self.consent = consent
+
+    async def handle(self, request: Request) -> Response:
+        response = await self.handler.handle(request)
+        location = response.headers.get("location", "")
+        if response.status_code == 302 and location.startswith(self.consent_url):
+            return response
+        code, description = _error_of(response)
+        message = f"This authorization request cannot go ahead: {description} Nothing was sent to the client."
+        return self.consent.message(400, message, code)
+
+
+def _error_of(response: Response) -> tuple[str, str]:
+    """The RFC 6749 error and description the SDK put in a redirect's query or a JSON body."""
+    if "location" in response.headers:
+        fields = dict(parse_qsl(urlsplit(response.headers["location"]).query))
+    else:
+        try:
+            fields = json.loads(bytes(response.body))
+        except ValueError:
+            fields = {}
+    code = str(fields.get("error") or "invalid_request")
+    description = str(fields.get("error_description") or "the request is not valid")[:MAX_DESCRIPTION_CHARS]
+    description = description.rstrip(".") + "."
+    return code, description
 
 
 class Revocation:
@@ -109,110 +200,3 @@ class Revocation:
             await self.provider.revoke_token(found)
         # Unknown or already revoked tokens get the same answer (RFC 7009 §2.2).
         return Response(status_code=200, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-
-
-class ConsentPage:
-    """Shows who asks for what, and takes the operator's answer. The form carries a CSRF token that must match a
-    cookie set with the page, so another site cannot submit it with a signed-in operator's session."""
-
-    def __init__(self, provider: InboxAuthProvider, access_token: str, signed_in: SignedIn) -> None:
-        self.provider = provider
-        self.access_token = access_token.encode()
-        self.signed_in = signed_in
-        self.secure_cookie = provider.issuer.startswith("https://")
-        self.template = Environment(
-            loader=PackageLoader("stripe_inbox.web"), autoescape=select_autoescape(default=True)
-        ).get_template("consent.html")
-
-    async def show(self, request: Request) -> Response:
-        request_id = request.query_params.get("request", "")
-        pending = await self.provider.consent_request(request_id) if request_id else None
-        if pending is None:
-            return self._gone()
-        csrf = request.cookies.get(CSRF_COOKIE) or ""
-        if len(csrf) < 32:
-            csrf = secrets.token_urlsafe(32)
-        response = self._page(request, pending, request_id, csrf)
-        response.set_cookie(
-            CSRF_COOKIE,
-            csrf,
-            path=CONSENT_PATH,
-            httponly=True,
-            secure=self.secure_cookie,
-            samesite="strict",
-        )
-        return response
-
-    async def answer(self, request: Request) -> Response:
-        form = await request.form()
-        request_id = str(form.get("request", ""))
-        csrf = str(form.get("csrf", ""))
-        cookie = request.cookies.get(CSRF_COOKIE, "")
-        origin = request.headers.get("origin")
-        if not cookie or not hmac.compare_digest(csrf.encode(), cookie.encode()) or origin not in (None, self._origin):
-            return self._message(403, "This form was not sent from the page it belongs to. Go back and reload it.")
-        pending = await self.provider.consent_request(request_id) if request_id else None
-        if pending is None:
-            return self._gone()
-        decision = str(form.get("decision", ""))
-        if decision not in ("allow", "allow_read", "deny"):
-            return self._page(request, pending, request_id, csrf, error="Choose Allow or Deny.", status=400)
-        # Denying grants nothing, so it needs no sign-in; allowing does.
-        if (
-            decision != "deny"
-            and not self.signed_in(request)
-            and not hmac.compare_digest(str(form.get("token", "")).encode(), self.access_token)
-        ):
-            return self._page(request, pending, request_id, csrf, error="That is not the access token.", status=401)
-        destination = await self.provider.answer(request_id, decision != "deny", read_only=decision == "allow_read")
-        if destination is None:
-            return self._gone()
-        return RedirectResponse(destination, status_code=303, headers=_PAGE_HEADERS)
-
-    @property
-    def _origin(self) -> str:
-        return self.provider.issuer
-
-    def _page(
-        self,
-        request: Request,
-        pending: ConsentRequest,
-        request_id: str,
-        csrf: str,
-        error: str | None = None,
-        status: int = 200,
-    ) -> HTMLResponse:
-        scopes = pending.params.scopes or [READ]
-        html = self.template.render(
-            client_name=pending.client_name,
-            client_id=pending.client.client_id,
-            client_uri=str(pending.client.client_uri) if pending.client.client_uri else None,
-            redirect_uri=str(pending.params.redirect_uri),
-            scopes=[(scope, DESCRIPTIONS[scope]) for scope in scopes],
-            offers_read_only=WRITE in scopes,
-            signed_in=self.signed_in(request),
-            request_id=request_id,
-            csrf=csrf,
-            error=error,
-            action=CONSENT_PATH,
-        )
-        return HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
-
-    def _gone(self) -> HTMLResponse:
-        return self._message(
-            400, "This authorization request is unknown, expired or already answered. Start again from the client."
-        )
-
-    def _message(self, status: int, message: str) -> HTMLResponse:
-        html = self.template.render(message=message)
-        return HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
-
-
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    # No form-action: browsers apply it to the redirect after the form too, and that goes to the client.
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
-    # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` with the form.
-    "Referrer-Policy": "same-origin",
-}
