@@ -355,6 +355,8 @@ def test_in_chromium_a_failed_forward_is_retried_and_an_event_replayed_to_a_veri
 
         page.goto(f"{server.url}/ui/events/{event['id']}")
         (failed,) = [row[0] for row in forward_ids(db, event["id"])]
+        expect(page.locator(f'[data-forward="{failed}"]')).to_contain_text("failed after 1 attempt · HTTP 500")
+        page.screenshot(path=SCREENSHOTS / "h6-event-failed-forward.png", full_page=True)
         page.locator(f'[data-forward="{failed}"] button', has_text="Retry").click()
         expect(page.locator(".flash")).to_have_text(f"Forward {failed} to billing queued again.")
         taken = lambda record: record["id"] == event["id"] and record["verified"] and record["status"] == 200  # noqa: E731
