@@ -29,7 +29,7 @@ from stripe_inbox.auth.minting import ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX,
 from stripe_inbox.stores.oauth_records import NewOAuthToken
 from stripe_inbox.web.app import create_app
 
-from .conftest import SECRET, Server, deliver, make_event, start_server, stop_server
+from .conftest import SECRET, Server, cli_env, deliver, make_event, run_cli, start_server, stop_server
 from .postgres import postgres_schema
 from .receivers import HTTPReceiver, SMTPReceiver
 from .test_dashboard import BOUND_MS, CHROMIUM, ORIGIN, csrf_of, flash_of, needs_browser
@@ -200,6 +200,19 @@ async def test_the_tokens_page_lists_tokens_without_their_values_and_revokes_a_g
     assert f'data-token="{token_id}"' not in listed
     every = (await ui.get("/ui/tokens?all=1")).text
     assert f'data-token="{token_id}"' in every and "revoked" in every
+
+
+async def test_a_revoke_from_the_cli_is_audited_too(tmp_path: Path) -> None:
+    db = tmp_path / "inbox.db"
+    async with open_inbox(load_settings(db=str(db), webhook_secret=SECRET)) as inbox:
+        token_id = (await issue_tokens(inbox, "Cursor"))[0]
+    printed = run_cli("tokens", "revoke", token_id, env=cli_env(db), cwd=tmp_path).stdout
+    assert printed.startswith("revoked 2 tokens")
+    unknown = run_cli("tokens", "revoke", "tok_000000000000", env=cli_env(db), cwd=tmp_path, check=False)
+    assert unknown.returncode != 0 and "no OAuth token tok_000000000000; `stripe-inbox tokens list`" in unknown.stderr
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT actor, arguments FROM audit WHERE action = 'revoke_token'").fetchall()
+    assert [(actor, json.loads(arguments)) for actor, arguments in rows] == [("cli", {"token_id": token_id})]
 
 
 # -- forwards from the event page ------------------------------------------------------------------

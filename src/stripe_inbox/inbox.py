@@ -417,7 +417,9 @@ class Inbox:
         audit = Audit(actor, "revoke_token", {"token_id": token_id})
         revoked = await self.store.revoke_oauth_token(token_id, time.time(), audit)
         if revoked is None:
-            raise NotFound(f"no OAuth token {token_id}")
+            raise NotFound(
+                f"no OAuth token {token_id}; `stripe-inbox tokens list` or the dashboard's tokens page shows them"
+            )
         return revoked
 
     async def replay_created(
