@@ -91,6 +91,20 @@ async def audit_of(inbox: Inbox, event_id: str) -> list[tuple[str, str]]:
     return [(entry.actor, entry.action) for entry in await inbox.store.audit_trail(event_id)]
 
 
+async def test_signed_out_the_new_pages_lead_to_sign_in_and_their_actions_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIPE_INBOX_TOKEN", "pages-token-" + "q" * 24)
+    async with open_inbox(load_settings(db=str(tmp_path / "inbox.db"), webhook_secret=SECRET)) as inbox:
+        transport = httpx.ASGITransport(app=create_app(inbox))
+        async with httpx.AsyncClient(transport=transport, base_url="https://inbox.example.com") as client:
+            for path in ("/ui/approvals", "/ui/tokens"):
+                response = await client.get(path)
+                assert response.status_code == 303 and response.headers["location"].startswith("/ui/sign-in?")
+            for path in ("/ui/approvals/1/approve", "/ui/tokens/tok_x/revoke", "/ui/events/evt_x/replay"):
+                assert (await client.post(path, data={})).status_code == 401
+
+
 # -- approvals -----------------------------------------------------------------------------------
 
 
