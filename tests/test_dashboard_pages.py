@@ -45,6 +45,7 @@ T = TypeVar("T")
 def config_text(receiver_url: str, forward_url: str) -> str:
     return (
         f'[channels.ops]\ntype = "webhook"\nurl = "{receiver_url}/ops"\nsecret_env = "HOOK_SECRET"\nconfirm = true\n'
+        f'\n[tickets]\ntype = "webhook"\nurl = "{receiver_url}/tickets"\nsecret_env = "HOOK_SECRET"\nconfirm = true\n'
         f'\n[[forward]]\nname = "billing"\nurl = "{forward_url}"\nsecret_env = "ALL_SECRET_ENV"\n'
     )
 
@@ -155,6 +156,21 @@ async def test_rejected_from_the_approvals_page_nothing_is_sent(
     assert ("dashboard", "reject") in await audit_of(inbox, event["id"])
     (note,) = await inbox.store.notifications(event["id"])
     assert (note.delivery.status, note.delivery.reason) == ("rejected", "rejected by dashboard")
+
+
+async def test_a_ticket_waiting_for_approval_shows_its_title_and_is_opened_once_approved(
+    ui: httpx.AsyncClient, inbox: Inbox, receiver: HTTPReceiver
+) -> None:
+    event = make_event("charge.dispute.created")
+    await deliver(ui, event)
+    made = await inbox.create_ticket(event["id"], "Answer the dispute", "evidence due in 7 days", "high", "mcp")
+    assert made.ticket.delivery is not None and made.ticket.delivery.status == "awaiting_approval"
+    (approval,) = await inbox.store.approvals()
+    page = await ui.get("/ui/approvals")
+    assert "Answer the dispute" in page.text and "evidence due in 7 days" in page.text and "(high)" in page.text
+    approve = await ui.post(f"/ui/approvals/{approval.id}/approve", data={"csrf_token": csrf_of(page.text)})
+    assert await follow(ui, approve) == f"Approved {approval.id} (webhook): sent."
+    assert [request.path for request in receiver.requests] == ["/tickets"]
 
 
 # -- tokens --------------------------------------------------------------------------------------
