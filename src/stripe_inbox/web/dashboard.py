@@ -323,8 +323,9 @@ def _environment(prefix: str) -> Environment:
         loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined, auto_reload=False
     )
     environment.globals["ui"] = prefix
-    environment.filters.update(ago=_ago, clock=_clock, duration=_duration, field_input=_field_input)
-    environment.filters["epoch_clock"] = lambda at: _clock(datetime.fromtimestamp(at, UTC))
+    environment.filters.update(
+        ago=_ago, clock=_clock, epoch_clock=_epoch_clock, duration=_duration, field_input=_field_input
+    )
     return environment
 
 
@@ -334,6 +335,10 @@ def _field_input(field: FilterField) -> str:
 
 def _clock(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _epoch_clock(at: float) -> str:
+    return _clock(datetime.fromtimestamp(at, UTC))
 
 
 def _ago(moment: datetime | None) -> str:
