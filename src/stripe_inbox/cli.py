@@ -24,7 +24,7 @@ import anyio
 import httpx
 
 from . import __version__
-from .errors import ConfigError, InboxError, InvalidArgument, NotFound
+from .errors import ConfigError, InboxError, InvalidArgument
 from .inbox import Inbox, open_inbox
 from .models import OUTCOMES, PRIORITIES, Approval, DeliveryState, EventSummary
 from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
@@ -716,9 +716,7 @@ def _tokens_list(args: argparse.Namespace) -> None:
 
 def _tokens_revoke(args: argparse.Namespace) -> None:
     async def work(inbox: Inbox) -> None:
-        revoked = await inbox.store.revoke_oauth_token(args.token_id, time.time())
-        if revoked is None:
-            raise NotFound(f"no OAuth token {args.token_id}; `stripe-inbox tokens list` shows them")
+        revoked = await inbox.revoke_token(args.token_id, "cli")
         print(f"revoked {revoked} token{'s' if revoked != 1 else ''} of the grant {args.token_id} belongs to")
 
     _with_inbox(args, work)

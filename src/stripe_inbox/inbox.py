@@ -410,6 +410,22 @@ class Inbox:
         made = await self.store.replay_forwards(list(dict.fromkeys(event_ids)), destination, time.time(), audit)
         return [await self.store.forward(forward_id) for forward_id in made]
 
+    async def retry_forward(self, event_id: str, forward_id: int, actor: str) -> Forward:
+        """Send a failed forward of an event again: queued afresh, due at once, for the forwarding loop."""
+        audit = Audit(actor, "retry_forward", {"event_id": event_id, "forward_id": forward_id})
+        await self.store.retry_forward(event_id, forward_id, time.time(), audit)
+        return await self.store.forward(forward_id)
+
+    async def revoke_token(self, token_id: str, actor: str) -> int:
+        """Revoke an OAuth token and the rest of its client's grant, audited; how many were still usable."""
+        audit = Audit(actor, "revoke_token", {"token_id": token_id})
+        revoked = await self.store.revoke_oauth_token(token_id, time.time(), audit)
+        if revoked is None:
+            raise NotFound(
+                f"no OAuth token {token_id}; `stripe-inbox tokens list` or the dashboard's tokens page shows them"
+            )
+        return revoked
+
     async def replay_created(
         self,
         destination: str,

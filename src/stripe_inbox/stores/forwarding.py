@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..errors import NotFound
+from ..errors import InvalidArgument, NotFound
 from ..events import EventFilter
 from ..models import DeliveryStatus, Forward, utc
 from .interface import Audit
@@ -267,6 +267,29 @@ class ForwardingStore:
                 of_event = Audit(audit.actor, audit.action, {**audit.arguments, "event_id": event_id})
                 await record_audit(tx, at, of_event, event_id, {"forward_id": row[0], "destination": destination})
         return made
+
+    async def retry_forward(self, event_id: str, forward_id: int, at: float, audit: Audit) -> None:
+        """Queue a failed forward of `event_id` again, due at once with a fresh count of attempts, audited; a
+        forward that is not failed is refused (InvalidArgument), one of another event is not found."""
+        async with self._write() as tx:
+            rows = await tx.fetch(
+                "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt_at = ?, lease_until = NULL, "
+                "finished_at = NULL WHERE kind = 'forward' AND id = ? AND event_id = ? AND status = 'failed' "
+                "RETURNING target",
+                at,
+                forward_id,
+                event_id,
+            )
+            if not rows:
+                found = await tx.fetch(
+                    "SELECT status FROM deliveries WHERE kind = 'forward' AND id = ? AND event_id = ?",
+                    forward_id,
+                    event_id,
+                )
+                if not found:
+                    raise NotFound(f"no forward {forward_id} of event {event_id}")
+                raise InvalidArgument(f"forward {forward_id} is {found[0][0]}: only a failed one can be retried")
+            await record_audit(tx, at, audit, event_id, {"forward_id": forward_id, "destination": rows[0][0]})
 
     async def forwards(self, event_id: str) -> list[Forward]:
         rows = await self.db.fetch(

@@ -526,6 +526,13 @@ class SqlStore(ForwardingStore):
         )
         return [await _approval(self.db, row) for row in rows]
 
+    async def count_approvals(self, created_since: float) -> int:
+        """How many deliveries wait for a person and have not lapsed (created at or after `created_since`)."""
+        (row,) = await self.db.fetch(
+            "SELECT count(*) FROM deliveries WHERE status = 'awaiting_approval' AND created_at >= ?", created_since
+        )
+        return int(row[0])
+
     async def approval(self, delivery_id: int) -> Approval:
         rows = await self.db.fetch(f"SELECT {APPROVAL_COLUMNS} FROM deliveries WHERE id = ?", delivery_id)
         if not rows:
@@ -804,8 +811,9 @@ class SqlStore(ForwardingStore):
         async with self.db.transaction() as tx:
             await tx.execute("UPDATE oauth_tokens SET last_used_at = ? WHERE id = ?", at, token_id)
 
-    async def revoke_oauth_grant(self, grant_id: str, at: float) -> int:
-        """Revoke every token descending from one consent; how many of them were still usable."""
+    async def revoke_oauth_grant(self, grant_id: str, at: float, audit: Audit | None = None) -> int:
+        """Revoke every token descending from one consent; how many of them were still usable. With `audit`,
+        the revocation is in the audit trail, written in the same transaction."""
         async with self.db.transaction() as tx:
             revoked = await tx.fetch(
                 "UPDATE oauth_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL "
@@ -813,13 +821,16 @@ class SqlStore(ForwardingStore):
                 at,
                 grant_id,
             )
-        return sum(1 for rotated_at, expires_at in revoked if rotated_at is None and expires_at > at)
+            usable = sum(1 for rotated_at, expires_at in revoked if rotated_at is None and expires_at > at)
+            if audit is not None:
+                await record_audit(tx, at, audit, None, {"grant_id": grant_id, "revoked": usable})
+        return usable
 
-    async def revoke_oauth_token(self, token_id: str, at: float) -> int | None:
+    async def revoke_oauth_token(self, token_id: str, at: float, audit: Audit | None = None) -> int | None:
         """Revoke the token with this public id and the rest of its grant (the client loses access, not one of
         its two tokens); None when no token has this id."""
         rows = await self.db.fetch("SELECT grant_id FROM oauth_tokens WHERE id = ?", token_id)
-        return await self.revoke_oauth_grant(str(rows[0][0]), at) if rows else None
+        return await self.revoke_oauth_grant(str(rows[0][0]), at, audit) if rows else None
 
     async def oauth_tokens(self, now: float | None = None) -> list[OAuthToken]:
         """The tokens still usable at `now`, newest first; every token ever issued when `now` is None. What

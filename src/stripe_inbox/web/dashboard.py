@@ -23,14 +23,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..approvals import Approvals
 from ..errors import InboxError, NotFound, StoreUnavailable
 from ..inbox import Inbox
 from ..models import OUTCOMES, Classification, EventSummary
 from ..redact import Redactor
+from .approvals_page import WAITING_STATE, approval_routes, with_waiting_count
 from .auth import Access, Forbidden, Guard
 from .chart import ReceivedPerHour, hourly_chart
 from .filters import FilterField, Search, supported_filters
+from .forward_actions import forward_routes
+from .page_kit import PageKit
 from .session import SessionSigner, SignedSessions
+from .tokens_page import token_routes
 
 ACTOR = "dashboard"
 PAGE_SIZE = 25  # a screenful; with 50, rendering and classifying the rows took most of a page's time
@@ -82,6 +87,7 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
             csrf_token=access.csrf_token(request),
             flash=request.session.pop("flash", None),
             can_sign_out=access.token_required and access.signed_in(request),
+            approvals_waiting=getattr(request.state, WAITING_STATE, None),
         )
         return templates.TemplateResponse(request, name, context, status_code=status_code)
 
@@ -197,12 +203,15 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
             "can_reveal": bool(redactor.kinds) and settings.dashboard_reveal and not reveal,
             "revealed": reveal,
             "outcomes": OUTCOMES,
+            "destinations": [destination.name for destination in settings.forward],
         }
         return page(request, "event.html", context)
 
-    def action(handler: Callable[[Request, FormData], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def action(
+        handler: Callable[[Request, FormData], Awaitable[Response]], back: Callable[[Request], Response] | None = None
+    ) -> Callable[[Request], Awaitable[Response]]:
         """A state-changing endpoint: its form proved to come from a dashboard page, and an inbox error
-        becomes a message on the page it returns to."""
+        becomes a message on the page it returns to (`back`, the event's page by default)."""
 
         async def endpoint(request: Request) -> Response:
             try:
@@ -215,7 +224,7 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
                 if isinstance(error, StoreUnavailable):
                     raise
                 flash(request, str(error), "error")
-                return back_to_event(request)
+                return (back or back_to_event)(request)
 
         return endpoint
 
@@ -273,7 +282,12 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
     async def unavailable(request: Request, error: Exception) -> Response:
         return fail(request, 503, "The inbox is unavailable", str(error))
 
+    approvals = Approvals(inbox)
+    kit = PageKit(prefix, ACTOR, page, flash, action)
     routes = [
+        *approval_routes(approvals, kit, redactor),
+        *token_routes(inbox, kit),
+        *forward_routes(inbox, kit),
         Route("/", inbox_page, methods=["GET"]),
         Route("/events/{event_id}", event_page, methods=["GET"]),
         Route("/events/{event_id}/ack", action(ack), methods=["POST"]),
@@ -288,7 +302,8 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
         Mount("/static", StaticFiles(directory=HERE / "static")),
     ]
     app = Starlette(routes=routes, exception_handlers={StoreUnavailable: unavailable})
-    guarded = Guard(app, access, open_paths=(access.sign_in_path, f"{prefix}/static/"))
+    counted = with_waiting_count(app, approvals, LIVE_HEADER.encode())
+    guarded = Guard(counted, access, open_paths=(access.sign_in_path, f"{prefix}/static/"))
     return _with_page_headers(SignedSessions(guarded, SessionSigner(access.session_key()), path=prefix))
 
 
@@ -308,7 +323,9 @@ def _environment(prefix: str) -> Environment:
         loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined, auto_reload=False
     )
     environment.globals["ui"] = prefix
-    environment.filters.update(ago=_ago, clock=_clock, duration=_duration, field_input=_field_input)
+    environment.filters.update(
+        ago=_ago, clock=_clock, epoch_clock=_epoch_clock, duration=_duration, field_input=_field_input
+    )
     return environment
 
 
@@ -318,6 +335,10 @@ def _field_input(field: FilterField) -> str:
 
 def _clock(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _epoch_clock(at: float) -> str:
+    return _clock(datetime.fromtimestamp(at, UTC))
 
 
 def _ago(moment: datetime | None) -> str:
