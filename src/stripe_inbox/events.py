@@ -128,6 +128,7 @@ def nests_deeper(payload: bytes, limit: int) -> bool:
         skeleton = _INNERMOST.sub(b"", skeleton)  # each pass removes exactly one level, the innermost
     return bool(skeleton)
 
+
 def read_stored(payload: bytes, event_id: str, event_type: str) -> dict[str, Any]:
     """A stored event as every reader can walk it. An older release stored what the ingress now refuses: what
     nests deeper than MAX_DEPTH is cut off with a note, and what does not parse is replaced by a note."""
