@@ -23,7 +23,8 @@ from stripe_inbox.events import MAX_DEPTH, TOO_DEEP, IncomingEvent, nests_deeper
 from stripe_inbox.mcp.untrusted import quote, token
 from stripe_inbox.metrics import Metrics
 from stripe_inbox.policy import Rule
-from stripe_inbox.stripe.api import StripeAPIError, id_segment
+from stripe_inbox.stripe.api import StripeAPI, StripeAPIError, id_segment
+from stripe_inbox.stripe.backfill import backfill, start_of
 from stripe_inbox.stripe.signature import sign
 from stripe_inbox.web.ingress import MAX_BODY_BYTES, Ingress
 
@@ -274,3 +275,19 @@ async def test_a_channel_push_quotes_ids_and_types_and_keeps_meta_values_bare(se
     assert not any(line.startswith(("SYSTEM", "<", "- ", "priority=")) for line in lines)
     assert "<" not in heard.content and ">" not in heard.content
     assert lines[0].startswith(f"Stripe event {quote(event['id'])} of type {quote(event['type'])}, new:")
+
+
+async def test_backfill_skips_an_event_the_ingress_would_refuse(tmp_path: Path) -> None:
+    fake = FakeStripe()
+    too_deep = make_event("invoice.paid", created=int(time.time()) - 60)
+    too_deep["data"]["object"]["metadata"] = json.loads(nested(MAX_DEPTH))
+    fine = make_event("invoice.paid", created=int(time.time()) - 30)
+    fake.events = [too_deep, fine]
+    settings = load_settings(db=str(tmp_path / "inbox.db"), api_key=API_KEY, api_base=fake.url, webhook_secret=SECRET)
+    try:
+        async with open_inbox(settings) as inbox:
+            result = await backfill(inbox, StripeAPI(API_KEY, fake.url), start_of(None, 1))
+            assert (result.new, result.refused) == (1, 1)
+            assert (await inbox.event(fine["id"])).status == "pending"
+    finally:
+        fake.stop()

@@ -181,8 +181,8 @@ class ClaudeChannel:
         )
         lines = [
             f"Stripe event {quote(event.id)} of type {quote(event.type)}, {when}: priority "
-            f"{classification.priority}, category {quote(classification.category)}. Read it with get_event, act, "
-            "then ack_event.",
+            f"{classification.priority}, category {classification.category}. Read it with get_event, act, then "
+            "ack_event.",
             NOTICE,
             *(f"{name}: {quote(value)}" for name, value in quoted.items()),
         ]
@@ -192,7 +192,7 @@ class ClaudeChannel:
             "event_id": token(event.id),
             "type": token(event.type),
             "priority": classification.priority,
-            "category": token(classification.category),
+            "category": classification.category,
         }
         return "\n".join(lines), meta
 
