@@ -18,8 +18,10 @@ AMOUNT_FIELDS = ("amount_total", "amount_due", "amount")
 # (redaction, the prompts, the dashboard's templates) walks an event recursively, so a deeper one is refused.
 MAX_DEPTH = 64
 TOO_DEEP = f"[nested deeper than {MAX_DEPTH} levels: omitted here; the stored payload keeps it]"
-# Everything but JSON's structure: brackets and string quotes.
+# What the depth check reads: JSON's structure (brackets, string quotes), and besides it the backslash and every
+# character a backslash may escape, so that escapes can be told apart.
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'{}[]"')))
+_NOT_MARK = bytes(sorted(set(range(256)) - set(b'{}[]"\\/bfnrtu')))
 _INNERMOST = re.compile(rb"\{\}|\[\]")
 # The shape of Stripe's object ids: a lower-case prefix and word parts, `evt_1NG8…`, `evt_test_65R9…`, `cus_…`.
 STRIPE_ID = re.compile(r"[a-z][a-z0-9]*(?:_[A-Za-z0-9]+)+")
@@ -112,14 +114,14 @@ class IncomingEvent:
 def nests_deeper(payload: bytes, limit: int) -> bool:
     """Whether valid JSON `payload` nests objects and arrays deeper than `limit` levels, read from its brackets
     with bytes operations that run in C: the ingress pays microseconds, not a walk over the parsed event."""
-    skeleton = payload.translate(None, _NOT_STRUCTURE)  # brackets and quotes
-    if skeleton.count(b"{") + skeleton.count(b"[") <= limit:
+    marks = payload.translate(None, _NOT_MARK)
+    if marks.count(b"{") + marks.count(b"[") <= limit:
         return False
-    if b'\\"' in payload:  # an escaped quote (or a backslash before a quote): escapes go first
-        skeleton = payload.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-    # Between quotes is a string's text, whose brackets are no structure. A pair of adjacent quotes encloses no
-    # bracket, so dropping it first leaves few strings (usually none) to take out piece by piece.
-    skeleton = skeleton.replace(b'""', b"")
+    if b"\\" in marks:  # each escape's backslash is still followed by what it escapes: take out \\ and \"
+        marks = marks.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Every quote left opens or closes a string, whose brackets are text, not structure. A pair of adjacent
+    # quotes encloses no bracket, so dropping those first leaves few strings (usually none) to take out.
+    skeleton = marks.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
     if b'"' in skeleton:
         skeleton = b"".join(skeleton.split(b'"')[::2])
     for passes in range(limit):
