@@ -108,7 +108,7 @@ async def test_backlog_once_then_each_new_event_once(server: Server, tmp_path: P
             "priority": "high",
             "category": "payment_failed",
         }
-        assert f"Stripe event {new} (invoice.payment_failed)" in heard.content
+        assert f'Stripe event "{new}" of type "invoice.payment_failed"' in heard.content
         assert "create_ticket" in heard.content
 
         # Changes to events already announced (or counted) are not news.
@@ -147,7 +147,7 @@ async def test_a_burst_past_the_rate_limit_becomes_one_digest(server: Server, tm
         digest = await hears.next()
         assert {meta["event_id"] for meta in announced} < set(burst)
         assert digest.meta == {"kind": "digest", "count": "3"}
-        assert "3 charge.refunded" in digest.content
+        assert '3 "charge.refunded"' in digest.content
 
 
 async def test_a_hostile_description_stays_quoted_data(server: Server, tmp_path: Path) -> None:

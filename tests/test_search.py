@@ -384,7 +384,7 @@ async def test_mcp_searches_shows_timelines_and_sets_resolved_events_apart(inbox
         prompt = (await client.get_prompt("triage_inbox")).messages[0].content.text
     work, resolved = prompt.split("Already resolved by a later event")
     assert todo["id"] in work and failed["id"] not in work
-    assert f"- {failed['id']} invoice.payment_failed: resolved by {paid['id']}" in resolved
+    assert f'- "{failed["id"]}" "invoice.payment_failed": resolved by "{paid["id"]}"' in resolved
 
 
 def test_the_command_line_filters_shows_timelines_and_refuses_bad_values(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ from) and suggested tool calls with ready arguments, by rules over Stripe's own 
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 from .events import amount_of, customer_of, data_object, format_amount, major_units
 from .models import PRIORITIES, Classification, Priority, Signal, SuggestedAction
 from .policy import Policy, Rule
+
+classify_log = logging.getLogger("stripe_inbox.classify")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,8 @@ KINDS: dict[str, Kind] = {
     "setup_intent.": Kind("payment_method", "low"),
 }
 OTHER = Kind("other", "low")
-CATEGORIES = sorted({kind.category for kind in KINDS.values()} | {OTHER.category})
+UNCLASSIFIED = "unclassified"  # the rules failed on this event: a person should look
+CATEGORIES = sorted({kind.category for kind in KINDS.values()} | {OTHER.category, UNCLASSIFIED})
 
 NOUNS = {
     "checkout.session": "Checkout session",
@@ -97,7 +102,26 @@ def classify(
     rules: list[Rule] | None = None,
     superseded_by: str | None = None,
 ) -> Classification:
-    """`superseded_by`: a later event that resolved this one (resolution.py), which leaves nothing to do."""
+    """`superseded_by`: a later event that resolved this one (resolution.py), which leaves nothing to do.
+
+    Stripe and the policy's rules can both surprise the rules here; an event they cannot classify is
+    UNCLASSIFIED, logged, so that a list, a prompt or a push that shows it still works."""
+    try:
+        return _classify(event, policy, rules, superseded_by)
+    except Exception as error:
+        event_id = event.get("id") if isinstance(event.get("id"), str) else None
+        classify_log.exception("could not classify event %s", json.dumps(event_id))
+        return unclassified(error)
+
+
+def unclassified(error: Exception) -> Classification:
+    summary = f"could not be classified ({type(error).__name__}): read it with get_event and decide"
+    return Classification(category=UNCLASSIFIED, priority="normal", summary=summary, signals=[], suggested_actions=[])
+
+
+def _classify(
+    event: dict[str, Any], policy: Policy | None, rules: list[Rule] | None, superseded_by: str | None
+) -> Classification:
     event_type = str(event.get("type", ""))
     event_id = str(event.get("id", ""))
     obj = data_object(event)
@@ -233,7 +257,7 @@ def _summary(event_type: str, obj: dict[str, Any], facts: dict[str, Any], kind: 
 def _reason(facts: dict[str, Any]) -> str | None:
     code = facts.get("decline_code")
     if code:
-        message = str(facts.get("decline_message") or "card declined").rstrip(".")
+        message = str(facts.get("decline_message") or "").rstrip(".") or "card declined"
         return f"{message[0].lower()}{message[1:]} ({code})"
     for name in ("dispute_reason", "fraud_type", "review_reason", "failure_code", "cancellation_reason"):
         if facts.get(name):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import Claimed
-from ..events import format_amount
+from ..events import format_amount, read_stored
 from ..models import (
     Classification,
     EventState,
@@ -53,7 +52,7 @@ class StoredEvent:
     object_status: str | None
 
     def body(self) -> dict[str, Any]:
-        return json.loads(self.payload)
+        return read_stored(self.payload, self.id, self.type)
 
     def summary(self, resolution: Resolution | None = None) -> EventSummary:
         return EventSummary(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import stripe
 
 from ..errors import InboxError
+from ..events import is_stripe_id
 
 PAGE_SIZE = 100
 
@@ -64,4 +66,12 @@ class StripeAPI:
         return [json.dumps(event).encode() for event in page["data"]], bool(page.get("has_more"))
 
     async def v2_event(self, event_id: str) -> dict[str, Any]:
-        return await self._request("get", f"/v2/core/events/{event_id}")
+        return await self._request("get", f"/v2/core/events/{id_segment(event_id)}")
+
+
+def id_segment(object_id: str) -> str:
+    """A Stripe id as one path segment: checked for Stripe's shape, and percent-encoded all the same, so that
+    an id from a payload can never name another endpoint (`../../v1/customers?limit=3`)."""
+    if not is_stripe_id(object_id):
+        raise StripeAPIError(f"{json.dumps(object_id)[:80]} is not a Stripe id (such as evt_1NG8Du2e…): not sent")
+    return quote(object_id, safe="")

@@ -4,6 +4,7 @@ through the same path as the ingress, and remember where to continue."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,12 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..errors import InvalidArgument
+from ..errors import DeliveryRejected, InvalidArgument
 from ..events import IncomingEvent
 from ..inbox import Inbox
 from ..models import utc
 from .api import StripeAPI
 
+backfill_log = logging.getLogger("stripe_inbox.backfill")
 STATE_KEY = "backfill"
 RETENTION_DAYS = 30  # how long Stripe's Events API keeps events
 MAX_TYPES_FILTER = 20  # Stripe takes at most this many exact types[] per request
@@ -27,6 +29,7 @@ class BackfillResult(BaseModel):
     new: int = Field(description="events the inbox did not have")
     already_present: int
     filtered: int = Field(description="events whose type the configured filter does not keep")
+    refused: int = Field(0, description="events the ingress would refuse too (too deeply nested, no id): skipped")
     pages: int
     resumed: bool = Field(description="true when this run continued one that was interrupted")
     continue_from: datetime | None = Field(description="where a plain backfill will start next time")
@@ -95,12 +98,13 @@ async def backfill(
         payloads, has_more = await api.events_page(params)
         if not payloads:
             break
-        events = [IncomingEvent.parse(payload) for payload in payloads]
+        events = _parsed(payloads)
+        run["refused"] = run.get("refused", 0) + len(payloads) - len(events)
         for result in await inbox.accept(events):
             run[{"stored": "new", "duplicate": "already_present", "filtered": "filtered"}[result]] += 1
         run["pages"] += 1
-        run["starting_after"] = events[-1].id
-        run["newest"] = max(run["newest"] or 0, *(event.created for event in events))
+        run["starting_after"] = json.loads(payloads[-1])["id"]
+        run["newest"] = max(run["newest"] or 0, 0, *(event.created for event in events))
         # Saved after the page is stored: an interruption repeats at most this page, never skips one.
         await inbox.store.set_state(STATE_KEY, json.dumps({**state, "run": run}))
         if progress is not None:
@@ -111,12 +115,24 @@ async def backfill(
     return _result(run, resumed, continue_from)
 
 
+def _parsed(payloads: list[bytes]) -> list[IncomingEvent]:
+    """The page's events; one the ingress would refuse is skipped and logged, not the end of the run."""
+    events = []
+    for payload in payloads:
+        try:
+            events.append(IncomingEvent.parse(payload))
+        except DeliveryRejected as error:
+            backfill_log.warning("skipped an event Stripe listed: %s", error)
+    return events
+
+
 def _result(run: dict[str, Any], resumed: bool, continue_from: float | None) -> BackfillResult:
     return BackfillResult(
         since=utc(run["since"]),  # type: ignore[arg-type]
         new=run["new"],
         already_present=run["already_present"],
         filtered=run["filtered"],
+        refused=run.get("refused", 0),
         pages=run["pages"],
         resumed=resumed,
         continue_from=utc(continue_from),

@@ -10,6 +10,7 @@ import stripe
 from ..errors import DeliveryRejected
 
 TOLERANCE_SECONDS = 300
+MAX_TIMESTAMP_DIGITS = 12  # Unix seconds until the year 33658
 SCHEME = stripe.WebhookSignature.EXPECTED_SCHEME  # "v1"; read once: the stripe module resolves names lazily
 
 
@@ -51,11 +52,18 @@ def _parse(header: str) -> tuple[int, list[str]]:
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
         if key == "t" and timestamp is None:
-            timestamp = int(value) if value.isdigit() else None
-            if timestamp is None:
-                break
-        elif key == SCHEME:  # "v0" never counts
+            timestamp = _timestamp(value)
+        elif key == SCHEME and value.isascii():  # "v0" never counts; a non-ASCII value is no hex digest
             signatures.append(value)
     if timestamp is None:
-        raise DeliveryRejected("invalid_signature", "the Stripe-Signature header has no valid t= timestamp")
+        raise DeliveryRejected("invalid_signature", "the Stripe-Signature header has no t= timestamp")
     return timestamp, signatures
+
+
+def _timestamp(value: str) -> int:
+    # str.isdigit() also takes "²" and other digits int() refuses; and int() refuses thousands of digits.
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_TIMESTAMP_DIGITS:
+        raise DeliveryRejected(
+            "invalid_signature", "the Stripe-Signature header's t= is not a Unix timestamp in seconds"
+        )
+    return int(value)
