@@ -166,6 +166,8 @@ class Inbox:
             created_before=before,
             livemode=livemode,
         )
+        if selection.indexed:
+            await self.indexer.read_your_writes()
         total = await self.store.count_events(selection)
         rows = await self.store.list_events(selection, total)
         page = rows[:limit]
@@ -188,7 +190,8 @@ class Inbox:
         return held[0] if held else None
 
     async def summaries(self, events: Sequence[StoredEvent]) -> list[EventSummary]:
-        """The events' summaries, each with what resolved it and whether it came late (one read for all)."""
+        """The events' summaries, each with what resolved it and whether it came late (one read for all, which
+        also sees the events the search index does not hold yet)."""
         resolved = await self.store.resolutions(events) if events else {}
         return [event.summary(resolved.get(event.id)) for event in events]
 
@@ -196,6 +199,7 @@ class Inbox:
         """Every event about an object, oldest first (by Stripe's time, then arrival)."""
         if not object_id.strip():
             raise InvalidArgument("object_id must not be empty")
+        await self.indexer.read_your_writes()
         rows = await self.store.timeline(object_id.strip(), MAX_TIMELINE + 1)
         return Timeline(
             object_id=object_id.strip(),
