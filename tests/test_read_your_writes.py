@@ -5,20 +5,30 @@ how many events the index lacks, and resolution is still right."""
 
 from __future__ import annotations
 
+import json
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import anyio
+import asyncpg
+import httpx
 import pytest
+from mcp import Client, StdioServerParameters
 
 from stripe_inbox import Inbox, load_settings, open_inbox, search_indexer
 from stripe_inbox.events import IncomingEvent
 
-from .conftest import SECRET, encode, make_event
+from .conftest import SECRET, cli_env, encode, make_event, run_cli, signed_headers, start_server, stop_server
+from .postgres import postgres_schema
 from .test_store import db  # noqa: F401  # the database fixture: SQLite and PostgreSQL
 
 pytestmark = pytest.mark.anyio
+BOUND = 60
 
 
 @pytest.fixture
@@ -99,8 +109,6 @@ async def test_resolution_is_right_whether_the_events_are_indexed_or_not(inbox: 
 
 
 async def test_readers_at_once_share_the_catch_up_and_index_each_event_once(inbox: Inbox) -> None:
-    import anyio
-
     tag = secrets.token_hex(4)
     events = [make_event("invoice.paid") for _ in range(30)]
     for event in events:
@@ -116,3 +124,124 @@ async def test_readers_at_once_share_the_catch_up_and_index_each_event_once(inbo
             group.start_soon(search)
     assert found == [30] * 5 and await inbox.store.unindexed() == 0
     assert (await inbox.list_events("all", query=tag, limit=100)).total == 30  # each indexed once
+
+
+# -- a real `serve`, `stripe-inbox mcp` over stdio and the CLI ----------------------------------------------
+
+
+async def post(url: str, *events: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(timeout=BOUND) as http:
+        for event in events:  # one after another: the paid one arrives second
+            payload = encode(event)
+            response = await http.post(url, content=payload, headers=signed_headers(payload))
+            assert response.status_code == 200, response.text
+
+
+def structured(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    return result.structured_content  # type: ignore[no-any-return]
+
+
+async def agent_reads(client: Client, failed: dict[str, Any], paid: dict[str, Any], words: str) -> int:
+    """What an agent asks right after it was told of the paid invoice, each asked once; returns the
+    `unindexed` the search answered with. Resolution and classify must be right either way."""
+    invoice = failed["data"]["object"]["id"]
+    pending = structured(await client.call_tool("list_events", {"type": failed["type"], "limit": 100}))
+    by_id = {event["id"]: event for event in pending["events"]}
+    assert by_id[failed["id"]]["superseded_by"] == paid["id"]
+    classification = structured(await client.call_tool("classify", {"event_id": failed["id"]}))
+    assert classification["priority"] == "low" and paid["id"] in classification["summary"]
+    assert [action["tool"] for action in classification["suggested_actions"]] == ["ack_event"]
+    search = structured(await client.call_tool("list_events", {"status": "all", "query": words}))
+    keyed = structured(await client.call_tool("list_events", {"status": "all", "object_id": invoice}))
+    timeline = structured(await client.call_tool("get_timeline", {"object_id": invoice}))
+    if search["unindexed"] == 0:  # every read is consistent with what list_events shows
+        assert [event["id"] for event in search["events"]] == [paid["id"]]
+        assert {event["id"] for event in keyed["events"]} == {failed["id"], paid["id"]}
+        assert [event["id"] for event in timeline["events"]] == [failed["id"], paid["id"]]
+        assert timeline["events"][0]["superseded_by"] == paid["id"] and timeline["unindexed"] == 0
+    else:  # overloaded: not found yet, and each answer says why
+        assert search["events"] == [] and keyed["unindexed"] == timeline["unindexed"] == search["unindexed"]
+    return int(search["unindexed"])
+
+
+def env_for(database: str) -> dict[str, str]:
+    return cli_env(Path("unused"), STRIPE_INBOX_DB=database)  # a SQLite path or a postgresql:// URL
+
+
+def stdio_agent(database: str, cwd: Path) -> StdioServerParameters:
+    arguments = ["-m", "stripe_inbox", "mcp", "--db", database]
+    return StdioServerParameters(command=sys.executable, args=arguments, env=env_for(database), cwd=str(cwd))
+
+
+def cli_json(database: str, cwd: Path, *arguments: str) -> dict[str, Any]:
+    return json.loads(run_cli(*arguments, "--json", env=env_for(database), cwd=cwd).stdout)  # type: ignore[no-any-return]
+
+
+def cli_reads(database: str, cwd: Path, failed: dict[str, Any], paid: dict[str, Any], words: str) -> int:
+    invoice = failed["data"]["object"]["id"]
+    search = cli_json(database, cwd, "events", "list", "--status", "all", "--query", words)
+    timeline = cli_json(database, cwd, "events", "timeline", invoice)
+    pending = cli_json(database, cwd, "events", "list", "--type", failed["type"], "--limit", "100")
+    assert {e["id"]: e["superseded_by"] for e in pending["events"]}[failed["id"]] == paid["id"]
+    if search["unindexed"] == 0:
+        assert [event["id"] for event in search["events"]] == [paid["id"]]
+        assert [event["id"] for event in timeline["events"]] == [failed["id"], paid["id"]]
+        assert timeline["events"][0]["superseded_by"] == paid["id"]
+    else:
+        assert search["events"] == [] and timeline["unindexed"] == search["unindexed"]
+    return int(search["unindexed"])
+
+
+async def test_an_agent_finds_what_it_was_just_told_of_over_http_stdio_and_the_cli(tmp_path: Path) -> None:
+    database = str(tmp_path / "inbox.db")
+    server = start_server(Path(database), tmp_path)
+    try:
+        async with Client(server.mcp_url) as client:
+            failed, paid = invoice_pair("http@example.com", "quarterly renewal")
+            await post(server.webhook_url, failed, paid)
+            assert await agent_reads(client, failed, paid, "quarterly") == 0  # at once: no sleep, no retry
+        async with Client(stdio_agent(database, tmp_path)) as client:  # another process on the same database
+            failed, paid = invoice_pair("stdio@example.com", "annual upgrade")
+            await post(server.webhook_url, failed, paid)
+            assert await agent_reads(client, failed, paid, "annual") == 0
+        failed, paid = invoice_pair("cli@example.com", "monthly seats")
+        await post(server.webhook_url, failed, paid)
+        assert cli_reads(database, tmp_path, failed, paid, "monthly") == 0
+    finally:
+        stop_server(server)
+
+
+@asynccontextmanager
+async def held_backlog(url: str, count: int) -> AsyncIterator[None]:
+    """`count` stored events that no indexer can take meanwhile (another transaction holds their queue rows):
+    what a sustained overload looks like to a read, for as long as the test needs it."""
+    async with open_inbox(load_settings(db=url, webhook_secret=SECRET)) as opened:
+        await filler(opened, count)
+    holder = await asyncpg.connect(url.split("?")[0], server_settings={"search_path": url.split("search_path=")[1]})
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT seq FROM search_queue FOR UPDATE")
+            yield
+    finally:
+        await holder.close()
+
+
+async def test_under_overload_every_face_answers_at_once_with_unindexed_and_resolution_right(tmp_path: Path) -> None:
+    backlog = search_indexer.READ_CATCH_UP + 100
+    async with postgres_schema() as url, held_backlog(url, backlog):
+        server = start_server(tmp_path / "unused.db", tmp_path, env_for(url))
+        try:
+            async with Client(server.mcp_url) as client:
+                failed, paid = invoice_pair("burst@example.com", "burst plan")
+                await post(server.webhook_url, failed, paid)
+                assert await agent_reads(client, failed, paid, "burst") == backlog + 2
+            async with Client(stdio_agent(url, tmp_path)) as client:
+                failed, paid = invoice_pair("burst2@example.com", "surge plan")
+                await post(server.webhook_url, failed, paid)
+                assert await agent_reads(client, failed, paid, "surge") == backlog + 4
+            failed, paid = invoice_pair("burst3@example.com", "spike plan")
+            await post(server.webhook_url, failed, paid)
+            assert cli_reads(url, tmp_path, failed, paid, "spike") == backlog + 6
+        finally:
+            stop_server(server)
