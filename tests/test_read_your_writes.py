@@ -23,8 +23,19 @@ from mcp import Client, StdioServerParameters
 from stripe_inbox import Inbox, load_settings, open_inbox, search_indexer
 from stripe_inbox.events import IncomingEvent
 
-from .conftest import SECRET, cli_env, encode, make_event, run_cli, signed_headers, start_server, stop_server
+from .conftest import (
+    SECRET,
+    Server,
+    cli_env,
+    encode,
+    make_event,
+    run_cli,
+    signed_headers,
+    start_server,
+    stop_server,
+)
 from .postgres import postgres_schema
+from .test_channel_push import session as channel_session
 from .test_store import db  # noqa: F401  # the database fixture: SQLite and PostgreSQL
 
 pytestmark = pytest.mark.anyio
@@ -244,3 +255,15 @@ async def test_under_overload_every_face_answers_at_once_with_unindexed_and_reso
             assert cli_reads(url, tmp_path, failed, paid, "spike") == backlog + 6
         finally:
             stop_server(server)
+
+
+async def test_a_failure_that_arrives_already_resolved_is_pushed_as_resolved(server: Server, tmp_path: Path) -> None:
+    """The channel's wake-up carries what classify would answer: a late failure whose invoice was paid already."""
+    failed, paid = invoice_pair("late@example.com", "late failure")
+    async with channel_session(tmp_path, "--channel") as (_, hears):
+        await post(server.webhook_url, paid, failed)  # out of order: the paid one first
+        announced = {heard.meta["event_id"]: heard for heard in (await hears.next(), await hears.next())}
+    pushed = announced[failed["id"]]
+    assert (pushed.meta["priority"], pushed.meta["category"]) == ("low", "payment_failed")
+    assert f"resolved by {paid['id']}" in pushed.content and "ack_event" in pushed.content
+    assert "create_ticket" not in pushed.content

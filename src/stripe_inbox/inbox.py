@@ -273,6 +273,18 @@ class Inbox:
         """The classification under the configured policy, without storing it."""
         return classify(stored.body(), self.settings.policy, self.settings.rules, superseded_by)
 
+    async def assess(self, events: Sequence[StoredEvent]) -> list[Classification]:
+        """What each event calls for now (one read of what resolves them all): once a later event resolved it,
+        its triage, which says so (whatever was stored before that arrived); else its stored classification, or
+        its triage when it has none."""
+        resolved = await self.store.resolutions(events) if events else {}
+        assessed = []
+        for event in events:
+            superseded_by = resolved[event.id].superseded_by
+            stored = None if superseded_by else event.stored_classification()
+            assessed.append(stored or self.triage(event, superseded_by))
+        return assessed
+
     async def classify(self, event_id: str, actor: str) -> Classification:
         stored = await self.event(event_id)
         resolution = (await self.store.resolutions([stored]))[event_id]
