@@ -22,6 +22,7 @@ from mcp import Client, StdioServerParameters
 
 from stripe_inbox import Inbox, load_settings, open_inbox, search_indexer
 from stripe_inbox.events import IncomingEvent
+from stripe_inbox.web.app import create_app
 
 from .conftest import (
     SECRET,
@@ -267,3 +268,18 @@ async def test_a_failure_that_arrives_already_resolved_is_pushed_as_resolved(ser
     assert (pushed.meta["priority"], pushed.meta["category"]) == ("low", "payment_failed")
     assert f"resolved by {paid['id']}" in pushed.content and "ack_event" in pushed.content
     assert "create_ticket" not in pushed.content
+
+
+async def test_the_dashboard_finds_a_delivery_at_once(settings: Any) -> None:
+    async with open_inbox(settings) as opened:
+        transport = httpx.ASGITransport(app=create_app(opened))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as ui:
+            failed, paid = invoice_pair("page@example.com", "dashboard plan")
+            for event in (failed, paid):
+                payload = encode(event)
+                assert (await ui.post("/webhooks/stripe", content=payload, headers=signed_headers(payload))).is_success
+            found = await ui.get("/ui/", params={"status": "all", "email": "page@example.com"})
+            assert failed["id"] in found.text and paid["id"] in found.text
+            assert "not in the search index" not in found.text
+            page = await ui.get(f"/ui/events/{failed['id']}")
+            assert paid["id"] in page.text  # its timeline, and what resolved it
