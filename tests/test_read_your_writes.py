@@ -153,6 +153,15 @@ def structured(result: Any) -> dict[str, Any]:
     return result.structured_content  # type: ignore[no-any-return]
 
 
+async def told_of(client: Client, url: str, failed: dict[str, Any], paid: dict[str, Any]) -> None:
+    """The agent waits with wait_for_events while both are delivered, and is woken by the paid one."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(post, url, failed, paid)
+        arguments = {"timeout_seconds": BOUND, "type": paid["type"]}
+        woken = structured(await client.call_tool("wait_for_events", arguments))
+    assert [event["id"] for event in woken["events"]] == [paid["id"]]
+
+
 async def agent_reads(client: Client, failed: dict[str, Any], paid: dict[str, Any], words: str) -> int:
     """What an agent asks right after it was told of the paid invoice, each asked once; returns the
     `unindexed` the search answered with. Resolution and classify must be right either way."""
@@ -173,6 +182,8 @@ async def agent_reads(client: Client, failed: dict[str, Any], paid: dict[str, An
         assert timeline["events"][0]["superseded_by"] == paid["id"] and timeline["unindexed"] == 0
     else:  # overloaded: not found yet, and each answer says why
         assert search["events"] == [] and keyed["unindexed"] == timeline["unindexed"] == search["unindexed"]
+    for event in (failed, paid):  # done with them: the next wait_for_events waits for new ones
+        structured(await client.call_tool("ack_event", {"event_id": event["id"]}))
     return int(search["unindexed"])
 
 
@@ -210,11 +221,11 @@ async def test_an_agent_finds_what_it_was_just_told_of_over_http_stdio_and_the_c
     try:
         async with Client(server.mcp_url) as client:
             failed, paid = invoice_pair("http@example.com", "quarterly renewal")
-            await post(server.webhook_url, failed, paid)
+            await told_of(client, server.webhook_url, failed, paid)
             assert await agent_reads(client, failed, paid, "quarterly") == 0  # at once: no sleep, no retry
         async with Client(stdio_agent(database, tmp_path)) as client:  # another process on the same database
             failed, paid = invoice_pair("stdio@example.com", "annual upgrade")
-            await post(server.webhook_url, failed, paid)
+            await told_of(client, server.webhook_url, failed, paid)
             assert await agent_reads(client, failed, paid, "annual") == 0
         failed, paid = invoice_pair("cli@example.com", "monthly seats")
         await post(server.webhook_url, failed, paid)
@@ -245,11 +256,11 @@ async def test_under_overload_every_face_answers_at_once_with_unindexed_and_reso
         try:
             async with Client(server.mcp_url) as client:
                 failed, paid = invoice_pair("burst@example.com", "burst plan")
-                await post(server.webhook_url, failed, paid)
+                await told_of(client, server.webhook_url, failed, paid)
                 assert await agent_reads(client, failed, paid, "burst") == backlog + 2
             async with Client(stdio_agent(url, tmp_path)) as client:
                 failed, paid = invoice_pair("burst2@example.com", "surge plan")
-                await post(server.webhook_url, failed, paid)
+                await told_of(client, server.webhook_url, failed, paid)
                 assert await agent_reads(client, failed, paid, "surge") == backlog + 4
             failed, paid = invoice_pair("burst3@example.com", "spike plan")
             await post(server.webhook_url, failed, paid)
