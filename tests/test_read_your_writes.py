@@ -21,6 +21,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from stripe_inbox import Inbox, load_settings, open_inbox, search_indexer
+from stripe_inbox.errors import StoreUnavailable
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.web.app import create_app
 
@@ -135,6 +136,34 @@ async def test_readers_at_once_share_the_catch_up_and_index_each_event_once(inbo
             group.start_soon(search)
     assert found == [30] * 5 and await inbox.store.unindexed() == 0
     assert (await inbox.list_events("all", query=tag, limit=100)).total == 30  # each indexed once
+
+
+async def test_an_event_with_nul_in_its_text_is_indexed_and_holds_up_no_other(inbox: Inbox) -> None:
+    """JSON may carry U+0000 where PostgreSQL's text cannot: such an event is indexed without it, and the events
+    queued with it are indexed too."""
+    odd = make_event("invoice.paid")
+    odd["data"]["object"].update(customer_email="nul\u0000@example.com", description="nul\u0000plan")
+    other = make_event("invoice.paid")
+    other["data"]["object"]["description"] = "neighbour plan"
+    await store(inbox, odd, other)
+    assert [e.id for e in (await inbox.list_events("all", email="nul@example.com")).events] == [odd["id"]]
+    assert [e.id for e in (await inbox.list_events("all", query="neighbour")).events] == [other["id"]]
+
+
+async def test_a_read_whose_catch_up_fails_still_answers_and_says_what_it_lacks(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def unwritable(*_: Any) -> int:
+        raise StoreUnavailable("the inbox database cannot be written: disk full")
+
+    monkeypatch.setattr(inbox.store, "index", unwritable)
+    failed, paid = invoice_pair("full@example.com", "full disk")
+    await store(inbox, failed, paid)
+    page = await inbox.list_events("all", query="disk")
+    assert (page.events, page.unindexed) == ([], 2)
+    assert "disk full" in caplog.text
+    (summary,) = await inbox.summaries([await inbox.event(failed["id"])])
+    assert summary.superseded_by == paid["id"]
 
 
 # -- a real `serve`, `stripe-inbox mcp` over stdio and the CLI ----------------------------------------------

@@ -95,9 +95,9 @@ def findable(event_id: str, obj: dict[str, Any], account: str | None) -> Findabl
     if obj.get("object") == "dispute":
         texts.append(obj.get("reason"))
     return Findable(
-        emails=tuple(dict.fromkeys(email.strip().lower() for email in emails)),
-        related_ids=tuple(related),
-        text=" ".join(terms(text for text in texts if isinstance(text, str))),
+        emails=tuple(dict.fromkeys(_storable(email).strip().lower() for email in emails)),
+        related_ids=tuple(dict.fromkeys(_storable(related_id) for related_id in related)),
+        text=" ".join(terms(_storable(text) for text in texts if isinstance(text, str))),
     )
 
 
@@ -120,6 +120,12 @@ def words(text: str) -> list[str]:
     """A text's words as search cuts them: runs of letters, digits and `_@.+-`, lowercased, without the
     punctuation a sentence ends them with."""
     return WORD.findall(text.lower())
+
+
+def _storable(text: str) -> str:
+    """The text without NUL, which JSON may carry but PostgreSQL's text cannot: one such event would otherwise
+    fail every batch it is in, and hold up the index for all that come after it."""
+    return text.replace("\x00", "")
 
 
 def _id(value: Any) -> str | None:

@@ -94,9 +94,12 @@ class SearchIndexer:
         """Index every event queued now, when they are few (READ_CATCH_UP): what a search or a timeline reads
         next holds every event stored before this call."""
         async with self._reading:
-            queued = await self.store.unindexed(at_most=READ_CATCH_UP + 1)
-            if 0 < queued <= READ_CATCH_UP:
-                await self.index_batch(READ_CATCH_UP)
+            try:
+                queued = await self.store.unindexed(at_most=READ_CATCH_UP + 1)
+                if 0 < queued <= READ_CATCH_UP:
+                    await self.index_batch(READ_CATCH_UP)
+            except (StoreUnavailable, BrokenWorkerProcess) as error:  # the read still answers, saying what it lacks
+                log.warning("search index: %s; this read answers without the newest events", error)
 
     async def index_batch(self, limit: int | None = None) -> int:
         """Index the oldest INDEX_BATCH (or `limit`) queued events; how many this process indexed."""
