@@ -1,7 +1,7 @@
-"""What search knows of an event, read from its stored payload by the background indexer (never on the way to
-the 200): the ids it is about, its e-mails, and the words people search for (ids, e-mails, names, descriptions,
-failure and decline messages, metadata values), never the whole JSON. Queries are cut into words by the same
-rules, so both databases match alike."""
+"""What search knows of an event, read from its stored payload by the indexer (in the background, or for a read
+that finds a few events queued; never on the way to the 200): the ids it is about, its e-mails, and the words
+people search for (ids, e-mails, names, descriptions, failure and decline messages, metadata values), never the
+whole JSON. Queries are cut into words by the same rules, so both databases match alike."""
 
 from __future__ import annotations
 
