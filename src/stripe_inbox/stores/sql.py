@@ -49,6 +49,9 @@ CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
 FILTER_COLUMNS = ("status", "type", "customer", "account")
 FACT_COLUMNS = "e.id, e.type, e.object_id, e.object_status, e.created, e.seq"  # what resolution reads (Fact)
+# The events still queued for the search index about their own object `e.object_id`: the queue walked (CROSS JOIN
+# keeps SQLite from walking every event instead), each event read by its seq.
+QUEUED_ABOUT = "SELECT q.seq FROM search_queue q CROSS JOIN events e WHERE e.seq = q.seq AND e.object_id"
 APPROVAL_COLUMNS = "id, kind, ref_id, target, event_id, status, reason, created_at"
 # A new notification or ticket is first attempted by the call that made it (the outbox's deliver_now);
 # the background delivery takes it only if that call has not within this long (its process died, say).
@@ -142,10 +145,12 @@ class SqlStore(ForwardingStore):
         return int(rows[0][0])
 
     async def timeline(self, object_id: str, limit: int) -> list[StoredEvent]:
-        """The events about an object, oldest first by Stripe's time, then arrival."""
+        """The events about an object, oldest first by Stripe's time, then arrival: those the search index holds,
+        and those still queued for it whose own object it is (those that only refer to it wait for the index)."""
         rows = await self.db.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT seq FROM event_keys WHERE key = ?) "
-            "ORDER BY created, seq LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT seq FROM event_keys WHERE key = ? "
+            f"UNION ALL {QUEUED_ABOUT} = ?) ORDER BY created, seq LIMIT ?",
+            object_id,
             object_id,
             limit,
         )
