@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stripe_inbox import Inbox, load_settings, open_inbox
+from stripe_inbox import Inbox, load_settings, open_inbox, search_indexer
 from stripe_inbox.redact import MASK
 from stripe_inbox.stores import Audit, open_store
 from stripe_inbox.stripe.samples import SAMPLES, sample_event
@@ -163,7 +163,10 @@ async def test_the_live_list_answers_only_when_the_inbox_changed(ui: httpx.Async
     assert changed.status_code == 200 and event["id"] in changed.text
 
 
-async def test_a_search_says_how_many_events_are_not_in_its_index_yet(ui: httpx.AsyncClient, inbox: Inbox) -> None:
+async def test_a_search_says_how_many_events_are_not_in_its_index_yet(
+    ui: httpx.AsyncClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_indexer, "READ_CATCH_UP", 0)  # overloaded: a read does not index the queue itself
     event = make_event()
     event["data"]["object"]["customer_email"] = "late@example.com"
     assert (await deliver(ui, event)).status_code == 200

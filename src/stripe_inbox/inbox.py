@@ -168,6 +168,8 @@ class Inbox:
             created_before=before,
             livemode=livemode,
         )
+        if selection.indexed:
+            await self.indexer.read_your_writes()
         total = await self.store.count_events(selection)
         rows = await self.store.list_events(selection, total)
         page = rows[:limit]
@@ -190,7 +192,8 @@ class Inbox:
         return held[0] if held else None
 
     async def summaries(self, events: Sequence[StoredEvent]) -> list[EventSummary]:
-        """The events' summaries, each with what resolved it and whether it came late (one read for all)."""
+        """The events' summaries, each with what resolved it and whether it came late (one read for all, which
+        also sees the events the search index does not hold yet)."""
         resolved = await self.store.resolutions(events) if events else {}
         return [event.summary(resolved.get(event.id)) for event in events]
 
@@ -198,6 +201,7 @@ class Inbox:
         """Every event about an object, oldest first (by Stripe's time, then arrival)."""
         if not object_id.strip():
             raise InvalidArgument("object_id must not be empty")
+        await self.indexer.read_your_writes()
         rows = await self.store.timeline(object_id.strip(), MAX_TIMELINE + 1)
         return Timeline(
             object_id=object_id.strip(),
@@ -270,6 +274,18 @@ class Inbox:
     def triage(self, stored: StoredEvent, superseded_by: str | None = None) -> Classification:
         """The classification under the configured policy, without storing it."""
         return classify(stored.body(), self.settings.policy, self.settings.rules, superseded_by)
+
+    async def assess(self, events: Sequence[StoredEvent]) -> list[Classification]:
+        """What each event calls for now (one read of what resolves them all): once a later event resolved it,
+        its triage, which says so (whatever was stored before that arrived); else its stored classification, or
+        its triage when it has none."""
+        resolved = await self.store.resolutions(events) if events else {}
+        assessed = []
+        for event in events:
+            superseded_by = resolved[event.id].superseded_by
+            stored = None if superseded_by else event.stored_classification()
+            assessed.append(stored or self.triage(event, superseded_by))
+        return assessed
 
     async def classify(self, event_id: str, actor: str) -> Classification:
         stored = await self.event(event_id)

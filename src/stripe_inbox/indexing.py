@@ -1,7 +1,7 @@
-"""What search knows of an event, read from its stored payload by the background indexer (never on the way to
-the 200): the ids it is about, its e-mails, and the words people search for (ids, e-mails, names, descriptions,
-failure and decline messages, metadata values), never the whole JSON. Queries are cut into words by the same
-rules, so both databases match alike."""
+"""What search knows of an event, read from its stored payload by the indexer (in the background, or for a read
+that finds a few events queued; never on the way to the 200): the ids it is about, its e-mails, and the words
+people search for (ids, e-mails, names, descriptions, failure and decline messages, metadata values), never the
+whole JSON. Queries are cut into words by the same rules, so both databases match alike."""
 
 from __future__ import annotations
 
@@ -95,9 +95,9 @@ def findable(event_id: str, obj: dict[str, Any], account: str | None) -> Findabl
     if obj.get("object") == "dispute":
         texts.append(obj.get("reason"))
     return Findable(
-        emails=tuple(dict.fromkeys(email.strip().lower() for email in emails)),
-        related_ids=tuple(related),
-        text=" ".join(terms(text for text in texts if isinstance(text, str))),
+        emails=tuple(dict.fromkeys(_storable(email).strip().lower() for email in emails)),
+        related_ids=tuple(dict.fromkeys(_storable(related_id) for related_id in related)),
+        text=" ".join(terms(_storable(text) for text in texts if isinstance(text, str))),
     )
 
 
@@ -120,6 +120,12 @@ def words(text: str) -> list[str]:
     """A text's words as search cuts them: runs of letters, digits and `_@.+-`, lowercased, without the
     punctuation a sentence ends them with."""
     return WORD.findall(text.lower())
+
+
+def _storable(text: str) -> str:
+    """The text without NUL, which JSON may carry but PostgreSQL's text cannot: one such event would otherwise
+    fail every batch it is in, and hold up the index for all that come after it."""
+    return text.replace("\x00", "")
 
 
 def _id(value: Any) -> str | None:

@@ -1,8 +1,10 @@
 """The search indexer: keeps the search index within a bounded lag of the inbox, off the path to the 200. A new
 event is only queued by its insert; each process that serves indexes what is queued, in batches, within
 INDEX_SECONDS. While the ingress is near what the machine can take, indexing gives way to it, but never for
-longer than MAX_LAG_SECONDS. Searches and timelines say how many events are not indexed yet. Several processes
-may run it on one inbox: each queued event is indexed once."""
+longer than MAX_LAG_SECONDS. A read that needs the index first indexes what is queued, when that is little
+(read_your_writes), so an agent woken by a new event finds it at once; only under sustained overload does a read
+answer before the index holds every event, and then it says how many it lacks. Several processes may run it on
+one inbox: each queued event is indexed once."""
 
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ BUSY_COMMITTING = 4  # deliveries waiting for their commit at once, on average: 
 SAMPLE_SECONDS = 0.02  # how often that is looked at
 PROGRESS_FROM = 20_000  # a backlog this large (an upgrade, a backfill) is indexed with progress in the log
 PROGRESS_STEPS = 10
+# A read indexes the queue itself when it holds no more than this (a few ms of work); past it the ingress is
+# overloaded, and the read answers at once, with how many events the index lacks.
+READ_CATCH_UP = 500
 
 
 class SearchIndexer:
@@ -42,6 +47,7 @@ class SearchIndexer:
         # take the GIL from the ingress. Elsewhere (an inbox opened in another program, the tests) a thread does.
         self.in_worker_process = False
         self._worker: anyio.CapacityLimiter | None = None
+        self._reading = anyio.Lock()  # readers share one catch-up: those that come meanwhile find the queue done
 
     async def run(self) -> None:
         """Index forever."""
@@ -83,6 +89,17 @@ class SearchIndexer:
                 log.info("indexed %s of %s events", f"{min(done + indexed, backlog):,}", f"{backlog:,}")
             done += indexed
         return done
+
+    async def read_your_writes(self) -> None:
+        """Index every event queued now, when they are few (READ_CATCH_UP): what a search or a timeline reads
+        next holds every event stored before this call."""
+        async with self._reading:
+            try:
+                queued = await self.store.unindexed(at_most=READ_CATCH_UP + 1)
+                if 0 < queued <= READ_CATCH_UP:
+                    await self.index_batch(READ_CATCH_UP)
+            except (StoreUnavailable, BrokenWorkerProcess) as error:  # the read still answers, saying what it lacks
+                log.warning("search index: %s; this read answers without the newest events", error)
 
     async def index_batch(self, limit: int | None = None) -> int:
         """Index the oldest INDEX_BATCH (or `limit`) queued events; how many this process indexed."""

@@ -116,9 +116,8 @@ class ClaudeChannel:
         self._after_seq = newest[0].seq if newest else 0
         scanned = await self.inbox.store.list_events(EventQuery(limit=BACKLOG_SCAN))
         matching = []
-        for event in scanned:
+        for event, classification in zip(scanned, await self.inbox.assess(scanned), strict=True):
             self._seen.add(event.id)
-            classification = self._classification(event)
             if self.settings.matches(event.type, classification.priority):
                 matching.append((event, classification))
         for event, classification in matching[: self.settings.backlog]:
@@ -134,7 +133,7 @@ class ClaudeChannel:
 
     async def _offer(self, event: StoredEvent) -> None:
         self._seen.add(event.id)
-        classification = self._classification(event)
+        (classification,) = await self.inbox.assess([event])  # a failure that arrives resolved is no emergency
         if not self.settings.matches(event.type, classification.priority):
             return
         now = time.monotonic()
@@ -159,9 +158,6 @@ class ClaudeChannel:
                 "them; get_event for each.",
                 {"kind": "digest", "count": str(len(held))},
             )
-
-    def _classification(self, event: StoredEvent) -> Classification:
-        return event.stored_classification() or self.inbox.triage(event)
 
     async def _announce(self, event: StoredEvent, classification: Classification, when: str) -> None:
         try:

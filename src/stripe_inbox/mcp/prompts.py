@@ -58,7 +58,7 @@ def register_prompts(server: MCPServer, inbox: Inbox, boundary: Boundary) -> Non
     async def draft_customer_email(event_id: str) -> str:
         """Draft an email to the customer an event concerns."""
         stored = await inbox.event(event_id)
-        classification = stored.stored_classification() or inbox.triage(stored)
+        (classification,) = await inbox.assess([stored])
         signals = boundary.present({signal.name: signal.value for signal in classification.signals})
         return (
             "Draft a short, friendly email to the customer about this Stripe event. Say what happened, what "

@@ -48,6 +48,10 @@ from .search import SEARCH_COUNT_CAP, search_where, write_index
 CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set of ids
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
 FILTER_COLUMNS = ("status", "type", "customer", "account")
+FACT_COLUMNS = "e.id, e.type, e.object_id, e.object_status, e.created, e.seq"  # what resolution reads (Fact)
+# The events still queued for the search index about their own object `e.object_id`: the queue walked (CROSS JOIN
+# keeps SQLite from walking every event instead), each event read by its seq.
+QUEUED_ABOUT = "SELECT q.seq FROM search_queue q CROSS JOIN events e WHERE e.seq = q.seq AND e.object_id"
 APPROVAL_COLUMNS = "id, kind, ref_id, target, event_id, status, reason, created_at"
 # A new notification or ticket is first attempted by the call that made it (the outbox's deliver_now);
 # the background delivery takes it only if that call has not within this long (its process died, say).
@@ -141,10 +145,12 @@ class SqlStore(ForwardingStore):
         return int(rows[0][0])
 
     async def timeline(self, object_id: str, limit: int) -> list[StoredEvent]:
-        """The events about an object, oldest first by Stripe's time, then arrival."""
+        """The events about an object, oldest first by Stripe's time, then arrival: those the search index holds,
+        and those still queued for it whose own object it is (those that only refer to it wait for the index)."""
         rows = await self.db.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT seq FROM event_keys WHERE key = ?) "
-            "ORDER BY created, seq LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN (SELECT seq FROM event_keys WHERE key = ? "
+            f"UNION ALL {QUEUED_ABOUT} = ?) ORDER BY created, seq LIMIT ?",
+            object_id,
             object_id,
             limit,
         )
@@ -156,18 +162,29 @@ class SqlStore(ForwardingStore):
         objects = sorted({fact.object_id for fact in facts if fact.object_id is not None})
         if not objects:
             return resolve(facts, [])
+        # Indexed events are found through their keys; those still queued for the index (a few, or under
+        # overload a few seconds' worth) by their object_id, which the insert stores, so resolution never waits
+        # for the index: the queue is walked (CROSS JOIN keeps SQLite from walking every event created since
+        # instead). One statement reads one snapshot: an event being indexed is met once, on one side.
+        marks, since = ", ".join(["?"] * len(objects)), min(fact.created for fact in facts)
         rows = await self.db.fetch(
-            "SELECT e.id, e.type, e.object_id, e.object_status, e.created, e.seq FROM event_keys k "
-            f"JOIN events e ON e.seq = k.seq WHERE k.key IN ({', '.join(['?'] * len(objects))}) "
-            "AND e.object_id = k.key AND e.created >= ?",
+            f"SELECT {FACT_COLUMNS} FROM event_keys k JOIN events e ON e.seq = k.seq WHERE k.key IN ({marks}) "
+            "AND e.object_id = k.key AND e.created >= ? "
+            f"UNION ALL SELECT {FACT_COLUMNS} FROM search_queue q CROSS JOIN events e "
+            f"WHERE e.seq = q.seq AND e.object_id IN ({marks}) AND e.created >= ?",
             *objects,
-            min(fact.created for fact in facts),
+            since,
+            *objects,
+            since,
         )
         return resolve(facts, [Fact(*row) for row in rows])
 
-    async def unindexed(self) -> int:
-        """How many stored events the search index does not hold yet."""
-        rows = await self.db.fetch("SELECT count(*) FROM search_queue")
+    async def unindexed(self, at_most: int | None = None) -> int:
+        """How many stored events the search index does not hold yet (counted up to `at_most`)."""
+        if at_most is None:
+            rows = await self.db.fetch("SELECT count(*) FROM search_queue")
+        else:
+            rows = await self.db.fetch("SELECT count(*) FROM (SELECT 1 FROM search_queue LIMIT ?) AS queued", at_most)
         return int(rows[0][0])
 
     async def oldest_unindexed_at(self) -> float | None:

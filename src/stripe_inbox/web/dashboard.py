@@ -107,7 +107,7 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
             classification = event.stored_classification() if event else None
             classified = classification is not None
             if classification is None and event is not None:
-                classification = inbox.triage(event)
+                classification = inbox.triage(event, summary.superseded_by)
             marks = {name: getattr(summary, name) for name in SUMMARY_MARKS}
             redacted = classification and redactor.model(classification)
             rows.append(Row(redactor.model(summary), redacted, classified, **marks))
@@ -185,7 +185,7 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
         except NotFound as error:
             return fail(request, 404, "No such event", str(error))
         stored = await inbox.event(event_id)
-        suggestion = None if detail.classification else inbox.triage(stored)
+        suggestion = None if detail.classification else (await inbox.assess([stored]))[0]
         timeline = await _timeline(inbox, stored.object_id)
         if not reveal:
             detail = redactor.model(detail)
