@@ -1,6 +1,7 @@
 """Lean tool results: a structured result is sent once as structure and once as compact JSON text (for clients
 that read only the text, as Claude Desktop does), never as the SDK's indented copy; masked data stays masked in
-both."""
+both. Lean output schemas: what the result says itself is left out, a part used once is written in place, and
+they still refuse what the full schema refuses."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from mcp import Client
+from pydantic import TypeAdapter
 
 from stripe_inbox import Inbox, load_settings, open_inbox
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.mcp import InboxServer, create_mcp_server
+from stripe_inbox.mcp.schemas import for_output, lean, outline
+from stripe_inbox.mcp.tools import TOOL_INFO
+from stripe_inbox.models import EventDetail, EventPage, TicketResult
 from stripe_inbox.stripe.samples import SAMPLES, sample_event
 
 from .conftest import SECRET
@@ -24,6 +30,7 @@ from .test_mcp import MODES
 
 pytestmark = pytest.mark.anyio
 EMAIL = "jenny.rosen@example.com"  # the samples' customer
+OUTLINED = TOOL_INFO["get_event"].outlined
 
 
 @asynccontextmanager
@@ -88,3 +95,64 @@ async def test_a_failed_call_is_still_a_plain_error(inbox: Inbox) -> None:
         failed = await client.call_tool("get_event", {"event_id": "evt_nope"})
     assert failed.is_error and failed.structured_content is None
     assert "no event 'evt_nope'" in failed.content[0].text
+
+
+def test_an_output_schema_writes_a_part_used_once_where_it_is_used() -> None:
+    published = for_output(outline(lean(TypeAdapter(EventDetail).json_schema()), OUTLINED))
+    assert "$defs" not in published and "$ref" not in json.dumps(published)
+    state = published["properties"]["state"]
+    assert state["type"] == "object" and state["properties"]["deliveries"] == {"type": "integer"}
+    for said_by_the_result in ('"format":', '"default":', '"required":'):
+        assert said_by_the_result not in json.dumps(published, separators=(",", ":"))
+    jsonschema.Draft202012Validator.check_schema(published)
+
+
+def test_a_part_used_twice_stays_a_definition() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/Twice"}, "b": {"anyOf": [{"$ref": "#/$defs/Twice"}, {"type": "null"}]}},
+        "$defs": {"Twice": {"type": "object", "properties": {"n": {"type": "integer", "format": "int64"}}}},
+    }
+    published = for_output(schema)
+    assert published["$defs"] == {"Twice": {"type": "object", "properties": {"n": {"type": "integer"}}}}
+    assert published["properties"]["a"] == {"$ref": "#/$defs/Twice"}
+
+
+async def test_an_output_schema_still_refuses_what_the_full_one_refuses(inbox: Inbox) -> None:
+    """Complete results, as the tools send them, and the same with one nested part wrong."""
+    event_id = await fill(inbox)
+    async with served(inbox) as server, Client(server) as client:
+        await client.call_tool("classify", {"event_id": event_id})
+        await client.call_tool("create_ticket", {"event_id": event_id, "title": "Card declined"})
+        await client.call_tool("notify", {"channel": "log", "message": "hi", "event_id": event_id})
+        detail = (await client.call_tool("get_event", {"event_id": event_id})).structured_content
+        page = (await client.call_tool("list_events", {"limit": 3})).structured_content
+    documents = {
+        EventDetail: [
+            detail,
+            {**detail, "state": {**detail["state"], "deliveries": "one"}},
+            {**detail, "state": {**detail["state"], "outcome": "done"}},
+            {**detail, "audit": [{**detail["audit"][0], "arguments": []}]},
+        ],
+        EventPage: [page, {**page, "events": [{**page["events"][0], "status": "lost"}]}],
+    }
+    for model, samples in documents.items():
+        full = TypeAdapter(model).json_schema()
+        published = for_output(outline(lean(full), OUTLINED if model is EventDetail else {}))
+        verdicts = [(_valid(published, sample), _valid(full, sample)) for sample in samples]
+        assert verdicts == [(True, True)] + [(False, False)] * (len(samples) - 1), model.__name__
+
+
+def test_an_outline_follows_a_dotted_path_through_definitions() -> None:
+    published = for_output(outline(lean(TypeAdapter(TicketResult).json_schema()), {"ticket.delivery": "as notify"}))
+    assert published["properties"]["ticket"]["properties"]["delivery"] == {
+        "type": ["object", "null"],
+        "description": "as notify",
+    }
+    assert "$defs" not in published  # DeliveryState is used nowhere else
+    with pytest.raises(KeyError):
+        outline(lean(TypeAdapter(TicketResult).json_schema()), {"ticket.no_such_field": "a typo fails at start-up"})
+
+
+def _valid(schema: dict[str, Any], document: Any) -> bool:
+    return jsonschema.Draft202012Validator(schema).is_valid(document)
