@@ -15,9 +15,10 @@ from typing import Any
 import jsonschema
 import pytest
 from mcp import Client
+from mcp_types import SERVER_INFO_META_KEY
 from pydantic import TypeAdapter
 
-from stripe_inbox import Inbox, load_settings, open_inbox
+from stripe_inbox import Inbox, __version__, load_settings, open_inbox
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.mcp import InboxServer, create_mcp_server
 from stripe_inbox.mcp.schemas import for_output, lean, outline
@@ -156,3 +157,18 @@ def test_an_outline_follows_a_dotted_path_through_definitions() -> None:
 
 def _valid(schema: dict[str, Any], document: Any) -> bool:
     return jsonschema.Draft202012Validator(schema).is_valid(document)
+
+
+async def test_a_result_names_the_server_in_a_few_bytes_and_discover_in_full(inbox: Inbox) -> None:
+    async with served(inbox) as server, Client(server, mode="auto") as client:
+        assert client.protocol_version == "2026-07-28"
+        result = await client.call_tool("get_stats", {})
+        listed = await client.list_tools()
+        assert client.server_info is not None and client.server_info.icons  # from server/discover, whole
+    for answer in (result, listed):
+        assert answer.meta is not None
+        assert answer.meta[SERVER_INFO_META_KEY] == {
+            "name": "stripe-inbox",
+            "title": "Stripe event inbox",
+            "version": __version__,
+        }

@@ -14,7 +14,10 @@ import mcp.types as types
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from .. import __version__
 from ..auth.protection import protection
 from ..auth.provider import InboxAuthProvider
 from ..auth.scopes import SCOPES, require_scopes
@@ -30,6 +33,8 @@ from .tools import inbox_tools
 
 __all__ = ["PENDING_URI", "STATS_URI", "InboxServer", "create_mcp_server", "event_uri", "serve_stdio"]
 
+NAME = "stripe-inbox"
+TITLE = "Stripe event inbox"
 ICON = types.Icon(
     src="data:image/svg+xml;base64," + base64.b64encode(files(__package__).joinpath("icon.svg").read_bytes()).decode(),
     mime_type="image/svg+xml",
@@ -57,7 +62,11 @@ class InboxServer(MCPServer):
         self.notifier = ChangeNotifier()
         redactor = Redactor(inbox.settings.redact)
         boundary = Boundary(redactor)
-        middleware: list[ServerMiddleware[Any]] = [require_scopes, LegacySubscriptions(self.notifier)]
+        middleware: list[ServerMiddleware[Any]] = [
+            _lean_identity_stamp,
+            require_scopes,
+            LegacySubscriptions(self.notifier),
+        ]
         # Pushed into a Claude Code session only when asked for: a client that does not know the channel
         # capability is never sent its notifications.
         self.channel = ClaudeChannel(inbox, inbox.settings.push, redactor) if channel else None
@@ -70,8 +79,9 @@ class InboxServer(MCPServer):
         # With public_url, `serve` is also the authorization server; web/oauth.py serves its routes.
         self.auth_provider: InboxAuthProvider | None = guard.provider if guard else None
         super().__init__(
-            "stripe-inbox",
-            title="Stripe event inbox",
+            NAME,
+            title=TITLE,
+            version=__version__,
             instructions=inbox.settings.policy.instructions,
             icons=[ICON],
             tools=inbox_tools(inbox, boundary),
@@ -124,3 +134,19 @@ def _count_tool_calls(metrics: Metrics) -> ServerMiddleware[Any]:
         return result
 
     return middleware
+
+
+async def _lean_identity_stamp(ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
+    """In the 2026-07-28 era the SDK stamps every result's `_meta` with the server's whole identity, its icon's
+    data URI included: some 700 bytes on each tool call. A client reads the icon from `server/discover`, which
+    keeps the whole stamp; every other result names the server in a few bytes."""
+    result = await call_next(ctx)
+    meta = result.get("_meta") if isinstance(result, dict) else None
+    if (
+        ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        and ctx.method != "server/discover"
+        and isinstance(meta, dict)
+        and SERVER_INFO_META_KEY in meta
+    ):
+        result["_meta"] = {**meta, SERVER_INFO_META_KEY: {"name": NAME, "title": TITLE, "version": __version__}}
+    return result
