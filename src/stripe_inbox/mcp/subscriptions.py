@@ -46,6 +46,7 @@ class LegacySubscriber:
     it: each sends on the connection's own stream (its GET stream over HTTP, the pipe over stdio)."""
 
     session: ServerSession
+    identity: object  # held, so that no other object takes its id (the key) while this lives
     uris: set[str] = field(default_factory=set)
 
 
@@ -60,14 +61,15 @@ class ChangeNotifier:
     async def subscribe(
         self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
     ) -> types.EmptyResult:
-        subscriber = self._legacy.setdefault(connection_key(ctx), LegacySubscriber(ctx.session))
+        identity = connection_identity(ctx)
+        subscriber = self._legacy.setdefault(id(identity), LegacySubscriber(ctx.session, identity))
         subscriber.uris.add(str(params.uri))
         return types.EmptyResult()
 
     async def unsubscribe(
         self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
-        key = connection_key(ctx)
+        key = id(connection_identity(ctx))
         subscriber = self._legacy.get(key)
         if subscriber is not None:
             subscriber.uris.discard(str(params.uri))
@@ -88,12 +90,12 @@ class ChangeNotifier:
                     break
 
 
-def connection_key(ctx: ServerRequestContext[Any]) -> int:
-    """What stays the same across one client connection's requests. The SDK builds a ServerSession per request,
-    so the session cannot be the key; the `initialize` parameters the connection recorded at its handshake are one
-    object for its whole life, over stdio and over a Streamable HTTP session alike. Keyed by identity: the stored
-    subscriber's session holds the connection, and so that object, alive while the key is in use."""
-    return id(ctx.session.client_params or ctx.session)
+def connection_identity(ctx: ServerRequestContext[Any]) -> object:
+    """An object that stays the same across one client connection's requests, to key its subscriptions by
+    identity. The SDK builds a ServerSession per request, so the session cannot be it; the `initialize`
+    parameters the connection recorded at its handshake are one object for its whole life, over stdio and over a
+    Streamable HTTP session alike."""
+    return ctx.session.client_params or ctx.session
 
 
 class LegacySubscriptions:
