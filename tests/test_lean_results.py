@@ -18,7 +18,7 @@ from mcp import Client
 from mcp_types import SERVER_INFO_META_KEY
 from pydantic import TypeAdapter
 
-from stripe_inbox import Inbox, __version__, load_settings, open_inbox
+from stripe_inbox import Inbox, load_settings, open_inbox
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.mcp import InboxServer, create_mcp_server
 from stripe_inbox.mcp.schemas import for_output, lean, outline
@@ -159,16 +159,13 @@ def _valid(schema: dict[str, Any], document: Any) -> bool:
     return jsonschema.Draft202012Validator(schema).is_valid(document)
 
 
-async def test_a_result_names_the_server_in_a_few_bytes_and_discover_in_full(inbox: Inbox) -> None:
+async def test_a_result_names_the_server_without_the_icon_that_discover_carries(inbox: Inbox) -> None:
     async with served(inbox) as server, Client(server, mode="auto") as client:
         assert client.protocol_version == "2026-07-28"
         result = await client.call_tool("get_stats", {})
         listed = await client.list_tools()
         assert client.server_info is not None and client.server_info.icons  # from server/discover, whole
+        identity = client.server_info.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"icons"})
+    assert identity["name"] == "stripe-inbox"
     for answer in (result, listed):
-        assert answer.meta is not None
-        assert answer.meta[SERVER_INFO_META_KEY] == {
-            "name": "stripe-inbox",
-            "title": "Stripe event inbox",
-            "version": __version__,
-        }
+        assert answer.meta is not None and answer.meta[SERVER_INFO_META_KEY] == identity

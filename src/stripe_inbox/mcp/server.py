@@ -17,7 +17,6 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from .. import __version__
 from ..auth.protection import protection
 from ..auth.provider import InboxAuthProvider
 from ..auth.scopes import SCOPES, require_scopes
@@ -33,8 +32,6 @@ from .tools import inbox_tools
 
 __all__ = ["PENDING_URI", "STATS_URI", "InboxServer", "create_mcp_server", "event_uri", "serve_stdio"]
 
-NAME = "stripe-inbox"
-TITLE = "Stripe event inbox"
 ICON = types.Icon(
     src="data:image/svg+xml;base64," + base64.b64encode(files(__package__).joinpath("icon.svg").read_bytes()).decode(),
     mime_type="image/svg+xml",
@@ -79,9 +76,8 @@ class InboxServer(MCPServer):
         # With public_url, `serve` is also the authorization server; web/oauth.py serves its routes.
         self.auth_provider: InboxAuthProvider | None = guard.provider if guard else None
         super().__init__(
-            NAME,
-            title=TITLE,
-            version=__version__,
+            "stripe-inbox",
+            title="Stripe event inbox",
             instructions=inbox.settings.policy.instructions,
             icons=[ICON],
             tools=inbox_tools(inbox, boundary),
@@ -139,14 +135,10 @@ def _count_tool_calls(metrics: Metrics) -> ServerMiddleware[Any]:
 async def _lean_identity_stamp(ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
     """In the 2026-07-28 era the SDK stamps every result's `_meta` with the server's whole identity, its icon's
     data URI included: some 700 bytes on each tool call. A client reads the icon from `server/discover`, which
-    keeps the whole stamp; every other result names the server in a few bytes."""
+    keeps the whole stamp; every other result names the server without it."""
     result = await call_next(ctx)
     meta = result.get("_meta") if isinstance(result, dict) else None
-    if (
-        ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-        and ctx.method != "server/discover"
-        and isinstance(meta, dict)
-        and SERVER_INFO_META_KEY in meta
-    ):
-        result["_meta"] = {**meta, SERVER_INFO_META_KEY: {"name": NAME, "title": TITLE, "version": __version__}}
+    stamp = meta.get(SERVER_INFO_META_KEY) if isinstance(meta, dict) else None
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and ctx.method != "server/discover" and isinstance(stamp, dict):
+        result["_meta"] = {**meta, SERVER_INFO_META_KEY: {key: value for key, value in stamp.items() if key != "icons"}}
     return result
