@@ -27,7 +27,7 @@ from stripe_inbox.models import EventDetail, NotifyResult
 from .test_mcp import MODES, add, ok
 
 pytestmark = pytest.mark.anyio
-TOOLS_LIST_BUDGET = 20_000  # bytes of compact JSON; every client puts the list in the model's context
+TOOLS_LIST_BUDGET = 16_000  # bytes of compact JSON; every client puts the list in the model's context
 # (readOnlyHint, destructiveHint, idempotentHint, openWorldHint), as each tool behaves
 HINTS = {
     "list_events": (True, False, True, False),

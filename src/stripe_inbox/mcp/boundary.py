@@ -1,5 +1,6 @@
 """Where the inbox's answers leave for an MCP client: its errors become the kind the protocol expects of a tool,
-a resource or a prompt, and personal data is masked as the `redact` setting asks."""
+a resource or a prompt, personal data is masked as the `redact` setting asks, and a tool's result is sent once
+as structure and once as compact JSON text."""
 
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ class Boundary:
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
 
-    def tool(self, handler: Callable[Params, Awaitable[Result]]) -> Callable[Params, Awaitable[Result]]:
-        return self._guard(handler, "tool", self.present)
+    def tool(
+        self, handler: Callable[Params, Awaitable[Result]]
+    ) -> Callable[Params, Awaitable[Result | types.CallToolResult]]:
+        """For a function that returns a model: the SDK still derives the output schema from its signature."""
+        return self._guard(handler, "tool", self._tool_result)
 
     def resource(self, handler: Callable[Params, Awaitable[Any]]) -> Callable[Params, Awaitable[str]]:
         """For a function that returns a model or a JSON-able value: the resource is its JSON text."""
@@ -46,6 +50,17 @@ class Boundary:
         if isinstance(value, BaseModel):
             return self.redactor.model(value)  # type: ignore[return-value]
         return self.redactor.value(value)  # type: ignore[no-any-return]
+
+    def _tool_result(self, value: Result) -> Result | types.CallToolResult:
+        """The structured result, and the same data as compact JSON text for clients that read only the text
+        (Claude Desktop). The SDK would indent that copy, making it half again the size of the structure, and
+        every byte of it sits in the model's context."""
+        presented = self.present(value)
+        if not isinstance(presented, BaseModel):
+            return presented  # the SDK's own conversion; no tool returns anything but a model today
+        structured = presented.model_dump(mode="json", by_alias=True)
+        text = pydantic_core.to_json(structured).decode()
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=structured)
 
     def _json(self, value: Any) -> str:
         return pydantic_core.to_json(self.present(value)).decode()

@@ -14,6 +14,8 @@ import mcp.types as types
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from ..auth.protection import protection
 from ..auth.provider import InboxAuthProvider
@@ -57,7 +59,11 @@ class InboxServer(MCPServer):
         self.notifier = ChangeNotifier()
         redactor = Redactor(inbox.settings.redact)
         boundary = Boundary(redactor)
-        middleware: list[ServerMiddleware[Any]] = [require_scopes, LegacySubscriptions(self.notifier)]
+        middleware: list[ServerMiddleware[Any]] = [
+            _lean_identity_stamp,
+            require_scopes,
+            LegacySubscriptions(self.notifier),
+        ]
         # Pushed into a Claude Code session only when asked for: a client that does not know the channel
         # capability is never sent its notifications.
         self.channel = ClaudeChannel(inbox, inbox.settings.push, redactor) if channel else None
@@ -129,3 +135,15 @@ def _count_tool_calls(metrics: Metrics) -> ServerMiddleware[Any]:
         return result
 
     return middleware
+
+
+async def _lean_identity_stamp(ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
+    """In the 2026-07-28 era the SDK stamps every result's `_meta` with the server's whole identity, its icon's
+    data URI included: some 700 bytes on each tool call. A client reads the icon from `server/discover`, which
+    keeps the whole stamp; every other result names the server without it."""
+    result = await call_next(ctx)
+    meta = result.get("_meta") if isinstance(result, dict) else None
+    stamp = meta.get(SERVER_INFO_META_KEY) if isinstance(meta, dict) else None
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and ctx.method != "server/discover" and isinstance(stamp, dict):
+        result["_meta"] = {**meta, SERVER_INFO_META_KEY: {key: value for key, value in stamp.items() if key != "icons"}}
+    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -39,37 +40,62 @@ class ListenedBus(InMemorySubscriptionBus):
         return done
 
 
+@dataclass
+class LegacySubscriber:
+    """One handshake-era connection's subscriptions. Any request's session of that connection will do to tell
+    it: each sends on the connection's own stream (its GET stream over HTTP, the pipe over stdio)."""
+
+    session: ServerSession
+    identity: object  # held, so that no other object takes its id (the key) while this lives
+    uris: set[str] = field(default_factory=set)
+
+
 class ChangeNotifier:
     """Tells subscribed clients a resource changed: `subscriptions/listen` streams (2026-07-28) through
-    the SDK's bus, and `resources/subscribe` sessions (the 2025 handshake era) directly."""
+    the SDK's bus, and `resources/subscribe` connections (the 2025 handshake era) directly."""
 
     def __init__(self) -> None:
         self.bus = ListenedBus()
-        self._legacy: dict[ServerSession, set[str]] = {}
+        self._legacy: dict[int, LegacySubscriber] = {}
 
     async def subscribe(
         self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
     ) -> types.EmptyResult:
-        self._legacy.setdefault(ctx.session, set()).add(str(params.uri))
+        identity = connection_identity(ctx)
+        subscriber = self._legacy.setdefault(id(identity), LegacySubscriber(ctx.session, identity))
+        subscriber.uris.add(str(params.uri))
         return types.EmptyResult()
 
     async def unsubscribe(
         self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
-        self._legacy.get(ctx.session, set()).discard(str(params.uri))
+        key = id(connection_identity(ctx))
+        subscriber = self._legacy.get(key)
+        if subscriber is not None:
+            subscriber.uris.discard(str(params.uri))
+            if not subscriber.uris:
+                del self._legacy[key]
         return types.EmptyResult()
 
     async def updated(self, *uris: str) -> None:
         if self.bus.listened:
             for uri in uris:
                 await self.bus.publish(ResourceUpdated(uri=uri))
-        for session, subscribed in list(self._legacy.items()):
-            for uri in [uri for uri in uris if uri in subscribed]:  # in the order given: the queue first
+        for key, subscriber in list(self._legacy.items()):
+            for uri in [uri for uri in uris if uri in subscriber.uris]:  # in the order given: the queue first
                 try:
-                    await session.send_resource_updated(uri)
+                    await subscriber.session.send_resource_updated(uri)
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    self._legacy.pop(session, None)
+                    self._legacy.pop(key, None)
                     break
+
+
+def connection_identity(ctx: ServerRequestContext[Any]) -> object:
+    """An object that stays the same across one client connection's requests, to key its subscriptions by
+    identity. The SDK builds a ServerSession per request, so the session cannot be it; the `initialize`
+    parameters the connection recorded at its handshake are one object for its whole life, over stdio and over a
+    Streamable HTTP session alike."""
+    return ctx.session.client_params or ctx.session
 
 
 class LegacySubscriptions:

@@ -34,7 +34,7 @@ from ..stripe.api import StripeAPI
 from ..stripe.backfill import RETENTION_DAYS, BackfillResult, backfill, start_of
 from .boundary import Boundary
 from .confirm import Agreement, ask_first, consent_of
-from .schemas import lean, outline
+from .schemas import for_output, lean, outline
 
 ACTOR = "mcp"
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
@@ -155,7 +155,11 @@ class InboxTools:
         return result
 
     # Forwarded to the configured tracker (GitHub, Linear, …), if there is one.
-    @tool("Create ticket", hints(read_only=False, open_world=True))
+    @tool(
+        "Create ticket",
+        hints(read_only=False, open_world=True),
+        outlined={"ticket.delivery": "forwarding to the tracker, as notify returns notification.delivery"},
+    )
     async def create_ticket(
         self, event_id: str, title: str, body: str = "", priority: Priority = "normal"
     ) -> TicketResult:
@@ -254,6 +258,6 @@ def _as_tool(handler: Callable[..., Awaitable[Any]], info: ToolInfo, names: dict
     defined = Tool.from_function(handler, title=info.title, description=description, annotations=info.annotations)
     output_schema = defined.fn_metadata.output_schema
     if output_schema is not None:
-        output_schema = outline(lean(output_schema), info.outlined)
+        output_schema = for_output(outline(lean(output_schema), info.outlined))
     metadata = defined.fn_metadata.model_copy(update={"output_schema": output_schema})
     return defined.model_copy(update={"parameters": lean(defined.parameters), "fn_metadata": metadata})
