@@ -23,7 +23,7 @@ import pytest
 from pydantic import BaseModel
 from starlette.requests import HTTPConnection
 
-from stripe_inbox import load_settings
+from stripe_inbox import Inbox, load_settings
 from stripe_inbox.errors import ConfigError
 from stripe_inbox.settings import ENVIRONMENT, HttpLimits, Settings
 from stripe_inbox.web.session import COOKIE_NAME, DashboardSessions
@@ -318,7 +318,23 @@ def connection_with(cookie: str) -> HTTPConnection:
     return HTTPConnection({"type": "http", "headers": [(b"cookie", f"{COOKIE_NAME}={cookie}".encode())]})
 
 
-def test_signed_in_reads_the_cookie_and_a_new_token_ends_every_session() -> None:
+@pytest.mark.anyio
+async def test_signed_in_reads_the_cookie_and_sign_out_reaches_every_replica(inbox: Inbox) -> None:
+    here, there = DashboardSessions(TOKEN, inbox.store), DashboardSessions(TOKEN, inbox.store)  # two replicas
+    session: dict[str, Any] = {}
+    here.sign_in(session)
+    cookie = here.signer.dumps(session, time.time())
+    assert here.signed_in(connection_with(cookie)) and there.signed_in(connection_with(cookie))
+    await here.sign_out(dict(session))
+    assert not here.signed_in(connection_with(cookie))
+    await there.refresh()
+    assert not there.signed_in(connection_with(cookie))
+    again: dict[str, Any] = {}
+    there.sign_in(again)
+    assert here.signed_in(connection_with(here.signer.dumps(again, time.time())))
+
+
+def test_a_new_token_ends_every_session() -> None:
     sessions, rotated = DashboardSessions(TOKEN), DashboardSessions(TOKEN + "-rotated")
     session: dict[str, Any] = {}
     sessions.sign_in(session)
@@ -326,8 +342,6 @@ def test_signed_in_reads_the_cookie_and_a_new_token_ends_every_session() -> None
     assert sessions.signed_in(connection_with(cookie))
     assert rotated.signer.loads(cookie, time.time()) == {}
     assert not rotated.signed_in(connection_with(cookie))
-    sessions.sign_out(dict(session))
-    assert not sessions.signed_in(connection_with(cookie))
 
 
 # -- item 14: /metrics, the database file, unbounded numbers -----------------------------------------------

@@ -32,7 +32,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
     """The ASGI app of `serve`. The inbox is opened (and closed) by the caller."""
     metrics = metrics or Metrics()
     ingress = Ingress(inbox, metrics)
-    sessions = DashboardSessions(inbox.settings.mcp_token)
+    sessions = DashboardSessions(inbox.settings.mcp_token, inbox.store)
     scrapers = Access(inbox.settings.mcp_token, "/metrics", sessions)  # /metrics follows the rule of /mcp
 
     async def healthz(request: Request) -> Response:

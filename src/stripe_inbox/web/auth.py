@@ -92,8 +92,8 @@ class Access:
         self.sessions.sign_in(request.session)
         request.session["csrf"] = secrets.token_urlsafe(24)
 
-    def sign_out(self, request: Request) -> None:
-        self.sessions.sign_out(request.session)
+    async def sign_out(self, request: Request) -> None:
+        await self.sessions.sign_out(request.session)
 
     def safe_next(self, value: object) -> str:
         """Where to go after signing in: a dashboard path only, never another site."""
@@ -121,6 +121,8 @@ class Guard:
             await PlainTextResponse(f"403 Forbidden: {refusal}", status_code=403)(scope, receive, send)
             return
         path = connection.url.path
+        if self.access.token_required:
+            await self.access.sessions.refresh()
         if self.access.signed_in(connection) or path.startswith(self.open_paths):
             await self.app(scope, receive, send)
             return

@@ -283,7 +283,7 @@ def create_dashboard(
         return page(request, "sign_in.html", context, 401)
 
     async def sign_out(request: Request, form: FormData) -> Response:
-        access.sign_out(request)
+        await access.sign_out(request)
         return RedirectResponse(access.sign_in_path if access.token_required else f"{prefix}/", status_code=303)
 
     async def unavailable(request: Request, error: Exception) -> Response:

@@ -1,7 +1,7 @@
 """The dashboard's session: a small dict kept in a cookie that is signed (HMAC-SHA256), never readable by page
 scripts (HttpOnly), never sent with a request another site starts (SameSite=Strict), and Secure behind HTTPS.
-A sign-in is also recorded in this process: signing out ends it, so a cookie copied before then is worth nothing
-after; the signing key derives from the access token, so a new token ends every sign-in."""
+Signing out ends every sign-in made before it, so a copied cookie is worth nothing after; the signing key derives
+from the access token, so a new token ends every sign-in too."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ import json
 import secrets
 import time
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import StoreUnavailable
+
 COOKIE_NAME = "stripe_inbox_session"
 MAX_AGE_SECONDS = 12 * 3600  # a sign-in lasts a working day
-MAX_OPEN_SIGN_INS = 10_000  # past that, the oldest sign-in ends
+SIGNED_OUT_KEY = "dashboard_signed_out_at"
 SESSION_KEY_LABEL = b"stripe-inbox dashboard session v1"
 
 
@@ -55,53 +57,56 @@ class SessionSigner:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
 
-class SignIns:
-    """The sign-ins this process opened and no one has ended, each by a random id the session carries."""
+class StateStore(Protocol):
+    async def get_state(self, key: str) -> str | None: ...
 
-    def __init__(self, limit: int = MAX_OPEN_SIGN_INS) -> None:
-        self._opened: dict[str, float] = {}  # id -> when, oldest first
-        self._limit = limit
-
-    def open(self, now: float) -> str:
-        while len(self._opened) >= self._limit:
-            del self._opened[next(iter(self._opened))]
-        sign_in_id = secrets.token_urlsafe(18)
-        self._opened[sign_in_id] = now
-        return sign_in_id
-
-    def close(self, sign_in_id: object) -> None:
-        if isinstance(sign_in_id, str):
-            self._opened.pop(sign_in_id, None)
-
-    def is_open(self, sign_in_id: object, now: float) -> bool:
-        opened = self._opened.get(sign_in_id) if isinstance(sign_in_id, str) else None
-        return opened is not None and now - opened <= MAX_AGE_SECONDS
+    async def set_state(self, key: str, value: str | None) -> None: ...
 
 
 class DashboardSessions:
-    """The dashboard's sessions: how they are signed, and which sign-ins are still open. One per `serve`; its
-    `signed_in` is what any page (the OAuth consent page too) asks to know whether an operator is signed in."""
+    """The dashboard's sessions: how they are signed, and when the operator last signed out. Signing out ends
+    every sign-in made before it, on every replica (the time is kept in the store), so a cookie copied before
+    then is worth nothing after. One per `serve`; `signed_in` is what any page (the OAuth consent page too)
+    asks to know whether an operator is signed in."""
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, store: StateStore | None = None) -> None:
         self.signer = SessionSigner(session_key(token))
-        self.sign_ins = SignIns()
+        self._store = store
+        self._signed_out_at = 0.0
+
+    async def refresh(self) -> None:
+        """Learn of a sign-out on another replica; with the store unavailable, what is known here stands."""
+        if self._store is None:
+            return
+        try:
+            stored = await self._store.get_state(SIGNED_OUT_KEY)
+        except StoreUnavailable:
+            return
+        self._signed_out_at = max(self._signed_out_at, float(stored or 0))
 
     def signed_in(self, connection: HTTPConnection) -> bool:
-        """Whether the request carries an open sign-in: read from `scope["session"]` under SignedSessions, else
-        from the cookie itself."""
+        """Whether the request carries a sign-in made after the last sign-out: read from `scope["session"]` under
+        SignedSessions, else from the cookie itself."""
         session = connection.scope.get("session")
         if session is None:
             session = self.signer.loads(connection.cookies.get(COOKIE_NAME), time.time())
-        return session.get("signed_in") is True and self.sign_ins.is_open(session.get("sign_in"), time.time())
+        signed_in_at = session.get("signed_in_at")
+        if session.get("signed_in") is not True or not isinstance(signed_in_at, int | float):
+            return False
+        # A session rewritten now and then (a flash message) keeps a fresh cookie; the sign-in still lapses.
+        return self._signed_out_at < signed_in_at and time.time() - signed_in_at <= MAX_AGE_SECONDS
 
     def sign_in(self, session: dict[str, Any]) -> None:
-        """Mark `session` signed in, with a new sign-in; whatever it held before is dropped."""
+        """Mark `session` signed in from now; whatever it held before is dropped."""
         session.clear()
-        session.update(signed_in=True, sign_in=self.sign_ins.open(time.time()))
+        session.update(signed_in=True, signed_in_at=time.time())
 
-    def sign_out(self, session: dict[str, Any]) -> None:
-        self.sign_ins.close(session.get("sign_in"))
+    async def sign_out(self, session: dict[str, Any]) -> None:
+        """End `session` and every other sign-in made until now."""
         session.clear()
+        self._signed_out_at = max(self._signed_out_at, time.time())
+        if self._store is not None:
+            await self._store.set_state(SIGNED_OUT_KEY, repr(self._signed_out_at))
 
     def middleware(self, app: ASGIApp, path: str) -> SignedSessions:
         return SignedSessions(app, self.signer, path)
