@@ -137,6 +137,14 @@ def test_a_head_just_under_the_cap_is_served(server: Server) -> None:
     assert response.status_code == 200
 
 
+def test_bodies_far_over_the_header_cap_are_stored_and_kept_alive_connections_go_on(server: Server) -> None:
+    with httpx.Client(timeout=BOUND) as client:  # one connection, kept alive
+        for padding in (200, 600, 900):
+            payload = encode(make_event(metadata={"padding": "p" * padding * 1024}))
+            response = client.post(server.webhook_url, content=payload, headers=signed_headers(payload))
+            assert (response.status_code, response.json()) == (200, {"received": True})
+
+
 def dribble_until_answered(sock: socket.socket) -> tuple[bytes, float]:
     """Send a byte every 0.1 s (the wait for the server's answer paces it) until the server answers."""
     started = time.monotonic()

@@ -35,7 +35,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        # Counted after parsing: a chunk that completes its head (and brings some body) never counts.
+        # Counted after parsing, while a head is unfinished: a chunk that completes its head (with a body, however
+        # large) never counts. A head starts at the connection, or at the first byte of a kept-alive request.
         if self._head_pending and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
@@ -52,10 +53,6 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._stop_head_timer()
         super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._head_pending = True
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.limits.header_timeout_seconds, self._head_too_slow)
