@@ -221,17 +221,20 @@ def stored_bytes(inbox: Inbox) -> bytes:
 
 def test_public_url_is_an_https_origin_and_needs_the_access_token(settings: Settings) -> None:
     db = settings.db
-    assert load_settings(db=db, mcp_token="t", public_url="https://inbox.example.com/").public_url == (
+    assert load_settings(db=db, mcp_token=ACCESS_TOKEN, public_url="https://inbox.example.com/").public_url == (
         "https://inbox.example.com"
     )
-    assert load_settings(db=db, mcp_token="t", public_url="http://127.0.0.1:8000").public_url == "http://127.0.0.1:8000"
+    assert (
+        load_settings(db=db, mcp_token=ACCESS_TOKEN, public_url="http://127.0.0.1:8000").public_url
+        == "http://127.0.0.1:8000"
+    )
     for wrong, complaint in [
         ("http://inbox.example.com", "must be https://"),
         ("https://inbox.example.com/inbox", "origin alone"),
         ("inbox.example.com", "absolute URL"),
     ]:
         with pytest.raises(ConfigError, match=complaint):
-            load_settings(db=db, mcp_token="t", public_url=wrong)
+            load_settings(db=db, mcp_token=ACCESS_TOKEN, public_url=wrong)
     with pytest.raises(ConfigError, match=r"public_url turns on OAuth.*set it too"):
         load_settings(db=db, public_url="https://inbox.example.com")
 

@@ -24,7 +24,7 @@ from mcp import Client, StdioServerParameters
 
 from stripe_inbox import __version__
 from stripe_inbox.cli import _parser
-from stripe_inbox.settings import Settings
+from stripe_inbox.settings import ENVIRONMENT
 
 from .conftest import SECRET, cli_env, deliver, make_event, start_server, stop_server
 
@@ -83,10 +83,7 @@ def network_settings() -> dict[str, str]:
 
 def settings_variables() -> set[str]:
     """The environment variables stripe-inbox reads."""
-    aliases = {
-        name for field in Settings.model_fields.values() for name in getattr(field.validation_alias, "choices", [])
-    }
-    return {"STRIPE_INBOX_CONFIG"} | {name for name in aliases if name.isupper()}
+    return {"STRIPE_INBOX_CONFIG", *ENVIRONMENT}
 
 
 def uv_settings() -> dict[str, str]:

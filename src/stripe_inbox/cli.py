@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -27,10 +27,14 @@ from . import __version__
 from .errors import ConfigError, InboxError, InvalidArgument, StoreUnavailable
 from .inbox import Inbox, open_inbox
 from .models import OUTCOMES, PRIORITIES, Approval, DeliveryState, EventSummary
-from .settings import LOOPBACK_HOSTS, Settings, generate_secret, load_settings, store_secret
+from .settings import LOOPBACK_HOSTS, HttpLimits, Settings, generate_secret, load_settings, store_secret
 from .stores import is_postgres_url
 from .stripe.samples import SAMPLES, sample_event
 from .stripe.signature import sign
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
 
 ACTOR = "cli"
 LOG_POLL_SECONDS = 0.05
@@ -264,7 +268,7 @@ def _serve(args: argparse.Namespace) -> None:
             inbox.indexer.in_worker_process = True
             metrics = Metrics()
             app = create_app(inbox, create_mcp_server(inbox, metrics), metrics)
-            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+            server = uvicorn.Server(_uvicorn_config(app, settings.http))
             host, port = sock.getsockname()[:2]
             url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
             # Everything built so far lives as long as the process: freezing it keeps the collector's full
@@ -286,6 +290,23 @@ def _serve(args: argparse.Namespace) -> None:
         anyio.run(run, backend_options={"use_uvloop": _has_uvloop()})
     finally:
         listener.stop()
+
+
+def _uvicorn_config(app: ASGIApp, limits: HttpLimits) -> uvicorn.Config:
+    """uvicorn as `serve` runs it: no access log (the ingress logs each delivery), and bounded connections."""
+    import uvicorn
+
+    from .web.http_limits import head_limited
+
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http=head_limited(limits),
+        timeout_keep_alive=limits.keep_alive_seconds,  # type: ignore[arg-type]  # a float works as well
+        limit_concurrency=limits.max_connections,
+    )
 
 
 class PollingListener(QueueListener):

@@ -125,7 +125,7 @@ class Rule(BaseModel):
 class Policy(BaseModel):
     """`[policy]`: how the agent should work the inbox."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     instructions: str = DEFAULT_INSTRUCTIONS
     high_value: dict[str, float] = Field(

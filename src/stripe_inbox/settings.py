@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,31 +32,69 @@ DEFAULT_CONFIG_FILE = "stripe-inbox.toml"
 SECRET_PATTERN = re.compile(r"whsec_[A-Za-z0-9+/=_-]{8,}")
 API_KEY_PREFIXES = ("sk_", "rk_", "pk_")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+MIN_TOKEN_LENGTH = 16
+SECONDS_A_DAY = 86400.0
+MINUTES_A_YEAR = 525600.0
+DAYS_A_CENTURY = 36500.0
+
+# The environment variables read, each with the setting it fills; the first one set wins. No other variable is
+# read: a generic name such as API_BASE, DB or WEBHOOK_SECRET may belong to another program.
+ENVIRONMENT: dict[str, str] = {
+    "STRIPE_WEBHOOK_SECRET": "webhook_secret",
+    "STRIPE_API_KEY": "api_key",
+    "STRIPE_SECRET_KEY": "api_key",
+    "STRIPE_API_BASE": "api_base",
+    "STRIPE_INBOX_DB": "db",
+    "STRIPE_INBOX_TOKEN": "mcp_token",
+    "STRIPE_INBOX_MCP_TOKEN": "mcp_token",
+    "STRIPE_INBOX_PUBLIC_URL": "public_url",
+}
 
 
 class OutboxPolicy(BaseModel):
     """How undelivered notifications and tickets are retried: exponential backoff, bounded attempts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_attempts: int = Field(default=8, ge=1, le=100)
-    retry_base_seconds: float = Field(default=5.0, gt=0)
-    retry_max_seconds: float = Field(default=3600.0, gt=0)
+    retry_base_seconds: float = Field(default=5.0, gt=0, le=SECONDS_A_DAY)
+    retry_max_seconds: float = Field(default=3600.0, gt=0, le=7 * SECONDS_A_DAY)
     # A forward destination that fails this many times in a row is paused for pause_seconds, then probed.
-    pause_after_failures: int = Field(default=5, ge=1)
-    pause_seconds: float = Field(default=60.0, gt=0)
+    pause_after_failures: int = Field(default=5, ge=1, le=1000)
+    pause_seconds: float = Field(default=60.0, gt=0, le=SECONDS_A_DAY)
+
+
+class HttpLimits(BaseModel):
+    """`[http]`: what `serve` allows one HTTP connection, so slow or huge request heads cannot pile up."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    max_header_bytes: int = Field(
+        default=65536, ge=4096, le=1048576, description="request line and headers; more gets 431 and a close"
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="from connection (or first byte) to the end of the headers; then 408"
+    )
+    keep_alive_seconds: float = Field(default=5.0, gt=0, le=300, description="an idle connection is closed")
+    max_connections: int = Field(
+        default=1000, ge=1, le=1_000_000, description="open connections; past that, requests get 503"
+    )
 
 
 class PushSettings(BaseModel):
     """Which new events `mcp --channel` pushes into the session, and how many: `[push]` in the TOML file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     events: list[str] = Field(default_factory=lambda: ["*"], description="event type patterns, as `events`")
     min_priority: Priority = "low"
     backlog: int = Field(default=10, ge=0, le=100, description="pending events announced at start, oldest first")
-    per_minute: int = Field(default=10, ge=1, description="announcements a minute; past that, one digest line")
-    window_seconds: float = Field(default=60.0, gt=0, description="the rate limit's window (a minute)")
+    per_minute: int = Field(
+        default=10, ge=1, le=10000, description="announcements a minute; past that, one digest line"
+    )
+    window_seconds: float = Field(
+        default=60.0, gt=0, le=SECONDS_A_DAY, description="the rate limit's window (a minute)"
+    )
 
     @field_validator("events")
     @classmethod
@@ -71,38 +110,36 @@ class AlertSettings(BaseModel):
     """`[alerts]`: the inbox watching itself; `serve` checks every `check_seconds` and tells `channel` once when
     an incident opens and once when it clears."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     channel: str
-    oldest_pending_minutes: float | None = Field(default=None, gt=0, description="no agent is working the inbox")
+    oldest_pending_minutes: float | None = Field(
+        default=None, gt=0, le=MINUTES_A_YEAR, description="no agent is working the inbox"
+    )
     failed_actions: bool = Field(default=True, description="a notification, ticket or forward ended failed")
-    failed_actions_window_minutes: float = Field(default=60.0, gt=0, description="open while a failure is this recent")
-    check_seconds: float = Field(default=60.0, gt=0)
+    failed_actions_window_minutes: float = Field(
+        default=60.0, gt=0, le=MINUTES_A_YEAR, description="open while a failure is this recent"
+    )
+    check_seconds: float = Field(default=60.0, gt=0, le=SECONDS_A_DAY)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="forbid", populate_by_name=True, env_prefix="")
+    # Only the variables in ENVIRONMENT are read: a generic name such as API_BASE or DB belongs to other programs.
+    model_config = SettingsConfigDict(extra="forbid", allow_inf_nan=False)
 
-    webhook_secret: str | None = Field(
-        default=None, validation_alias=AliasChoices("webhook_secret", "STRIPE_WEBHOOK_SECRET")
-    )
-    api_key: str | None = Field(
-        default=None, validation_alias=AliasChoices("api_key", "STRIPE_API_KEY", "STRIPE_SECRET_KEY")
-    )
-    api_base: str = Field(
-        default="https://api.stripe.com", validation_alias=AliasChoices("api_base", "STRIPE_API_BASE")
-    )
-    db: str = Field(default="./stripe-inbox.db", validation_alias=AliasChoices("db", "STRIPE_INBOX_DB"))
-    # The access token of /mcp and the dashboard; STRIPE_INBOX_MCP_TOKEN is its older name.
-    mcp_token: str | None = Field(
-        default=None, validation_alias=AliasChoices("mcp_token", "STRIPE_INBOX_TOKEN", "STRIPE_INBOX_MCP_TOKEN")
-    )
+    webhook_secret: str | None = None
+    api_key: str | None = None
+    api_base: str = "https://api.stripe.com"
+    db: str = "./stripe-inbox.db"
+    # The access token of /mcp and the dashboard.
+    mcp_token: str | None = None
     # Whether the dashboard may show an event's personal data unmasked, on request, when `redact` masks it.
     dashboard_reveal: bool = False
-    public_url: str | None = Field(default=None, validation_alias=AliasChoices("public_url", "STRIPE_INBOX_PUBLIC_URL"))
+    public_url: str | None = None
     events: list[str] = Field(default_factory=lambda: ["*"])
-    lock_timeout_seconds: float = Field(default=5.0, gt=0)
-    body_timeout_seconds: float = Field(default=10.0, gt=0)
+    lock_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    http: HttpLimits = Field(default_factory=HttpLimits)
     policy: Policy = Field(default_factory=Policy)
     rules: list[Rule] = Field(default_factory=list)
     redact: list[Literal["email", "phone", "address", "name"]] = Field(default_factory=list)
@@ -110,9 +147,13 @@ class Settings(BaseSettings):
     tickets: TrackerConfig | None = None
     outbox: OutboxPolicy = Field(default_factory=OutboxPolicy)
     push: PushSettings = Field(default_factory=PushSettings)
-    approval_timeout_minutes: float = Field(default=1440.0, gt=0, description="an unanswered approval lapses")
+    approval_timeout_minutes: float = Field(
+        default=1440.0, gt=0, le=MINUTES_A_YEAR, description="an unanswered approval lapses"
+    )
     alerts: AlertSettings | None = None
-    retention_days: float | None = Field(default=None, gt=0, description="serve prunes acked events this old daily")
+    retention_days: float | None = Field(
+        default=None, gt=0, le=DAYS_A_CENTURY, description="serve prunes acked events this old daily"
+    )
     forward: list[ForwardDestination] = Field(default_factory=list)
 
     _toml_file: ClassVar[Path | None] = None
@@ -122,6 +163,17 @@ class Settings(BaseSettings):
     def _check_secrets(cls, value: str | None) -> str | None:
         if value is not None:
             parse_secrets(value)
+        return value
+
+    @field_validator("mcp_token")
+    @classmethod
+    def _check_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_TOKEN_LENGTH:
+            # Long enough that guessing it through the sign-in form's throttle is hopeless.
+            raise ValueError(
+                f"is shorter than {MIN_TOKEN_LENGTH} characters; make a long random one, for example with "
+                '`python3 -c "import secrets; print(secrets.token_urlsafe(32))"`'
+            )
         return value
 
     @field_validator("public_url")
@@ -209,7 +261,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, NamedEnvironment(settings_cls)]
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
@@ -225,6 +277,24 @@ class Settings(BaseSettings):
         if is_postgres_url(self.db):
             return Path("stripe-inbox.whsec").resolve()
         return Path(self.db).expanduser().resolve().with_name(Path(self.db).name + ".whsec")
+
+
+class NamedEnvironment(PydanticBaseSettingsSource):
+    """The settings given by the variables in ENVIRONMENT, and by no other variable."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        for variable, name in ENVIRONMENT.items():
+            if name == field_name and os.environ.get(variable):
+                return os.environ[variable], variable, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for variable, name in ENVIRONMENT.items():
+            value = os.environ.get(variable)
+            if value and name not in found:
+                found[name] = value
+        return found
 
 
 def parse_secrets(value: str) -> list[str]:
@@ -300,14 +370,7 @@ def _find_config(path: str | None) -> Path | None:
     return default if default.is_file() else None
 
 
-_ENV_NAMES = {
-    "webhook_secret": "STRIPE_WEBHOOK_SECRET",
-    "api_key": "STRIPE_API_KEY",
-    "api_base": "STRIPE_API_BASE",
-    "db": "STRIPE_INBOX_DB",
-    "mcp_token": "STRIPE_INBOX_TOKEN, or its older name STRIPE_INBOX_MCP_TOKEN",
-    "public_url": "STRIPE_INBOX_PUBLIC_URL",
-}
+_ENV_NAMES = {name: " or ".join(v for v, n in ENVIRONMENT.items() if n == name) for name in ENVIRONMENT.values()}
 
 
 def _describe(error: ValidationError, toml_file: Path | None) -> str:

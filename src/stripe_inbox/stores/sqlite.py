@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -122,7 +123,7 @@ class SQLiteConnector:
 
     @classmethod
     async def open(cls, path: str, lock_timeout_seconds: float = 5.0) -> SQLiteConnector:
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(path).expanduser())
         opened: list[aiosqlite.Connection] = []
         try:
             opened.append(writer := await _connect(path, lock_timeout_seconds))
@@ -225,6 +226,14 @@ class SQLiteConnector:
         await anyio.to_thread.run_sync(self._checkpoint_thread.join)
         await self._reader.close()
         await self._writer.close()
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, as the secret file beside it; SQLite gives its -wal
+    and -shm files the database file's mode. An existing file keeps the mode its owner chose."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 async def _connect(path: str, lock_timeout_seconds: float) -> aiosqlite.Connection:

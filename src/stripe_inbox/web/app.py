@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -17,9 +17,12 @@ from ..errors import StoreUnavailable
 from ..inbox import Inbox
 from ..mcp.server import InboxServer
 from ..metrics import CONTENT_TYPE, Metrics
+from .auth import Access, Forbidden, Unauthorized
 from .dashboard import create_dashboard
 from .ingress import PATHS, Ingress
 from .oauth import oauth_routes
+from .session import DashboardSessions
+from .throttle import SignInThrottle
 
 LOOPBACK_HOST_HEADERS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
@@ -29,6 +32,8 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
     """The ASGI app of `serve`. The inbox is opened (and closed) by the caller."""
     metrics = metrics or Metrics()
     ingress = Ingress(inbox, metrics)
+    sessions = DashboardSessions(inbox.settings.mcp_token, inbox.store)
+    scrapers = Access(inbox.settings.mcp_token, "/metrics", sessions)  # /metrics follows the rule of /mcp
 
     async def healthz(request: Request) -> Response:
         try:
@@ -51,6 +56,13 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
         return JSONResponse({"status": "ok"})
 
     async def metrics_endpoint(request: Request) -> Response:
+        try:
+            scrapers.check_bearer(request)
+        except Forbidden as refusal:
+            return PlainTextResponse(f"403 Forbidden: {refusal}", status_code=403)
+        except Unauthorized as refusal:
+            headers = {"www-authenticate": "Bearer"}
+            return PlainTextResponse(f"401 Unauthorized: {refusal}", status_code=401, headers=headers)
         counts = await inbox.store.counts()
         forwards = await inbox.store.forward_counts()
         return Response(metrics.render(counts, await inbox.stats(), forwards), media_type=CONTENT_TYPE)
@@ -63,7 +75,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/", to_dashboard, methods=["GET"]),
         Route("/ui", to_dashboard, methods=["GET"]),
-        Mount("/ui", app=create_dashboard(inbox, "/ui")),
+        Mount("/ui", app=create_dashboard(inbox, "/ui", sessions, SignInThrottle())),
     ]
 
     @asynccontextmanager
@@ -76,7 +88,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
 
     if mcp_server is not None and mcp_server.auth_provider is not None and inbox.settings.mcp_token:
         # Ahead of /ui: the consent page lives under it, where the dashboard's session cookie reaches.
-        routes[:0] = oauth_routes(mcp_server.auth_provider, inbox.settings.mcp_token, "/ui")
+        routes[:0] = oauth_routes(mcp_server.auth_provider, inbox.settings.mcp_token, sessions, "/ui")
     if mcp_server is not None:
         mcp_app = mcp_server.streamable_http_app(
             streamable_http_path="/mcp",

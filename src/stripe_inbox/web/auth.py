@@ -4,7 +4,6 @@ POST that carries the session's CSRF token and comes from the dashboard's own or
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from urllib.parse import urlencode, urlsplit
@@ -14,34 +13,43 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .session import DashboardSessions
+
 CSRF_FIELD = "csrf_token"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
-SESSION_KEY_LABEL = b"stripe-inbox dashboard session v1"
 
 
 class Forbidden(Exception):
     """A request the access rule refuses; the message says why, and is safe to show."""
 
 
+class Unauthorized(Exception):
+    """A request without the access token where one is required; the message says what to send."""
+
+
 class Access:
-    def __init__(self, token: str | None, prefix: str) -> None:
+    def __init__(self, token: str | None, prefix: str, sessions: DashboardSessions | None = None) -> None:
         self._token = token.encode() if token else None
         self.prefix = prefix
         self.sign_in_path = f"{prefix}/sign-in"
+        self.sessions = sessions or DashboardSessions(token)
 
     @property
     def token_required(self) -> bool:
         return self._token is not None
 
-    def session_key(self) -> bytes:
-        """Derived from the token, so every replica reads the same sessions and a new token ends them all;
-        without a token, sessions only carry CSRF tokens and flash messages, and die with the process."""
-        if self._token is None:
-            return secrets.token_bytes(32)
-        return hmac.new(self._token, SESSION_KEY_LABEL, hashlib.sha256).digest()
-
     def accepts_token(self, offered: str) -> bool:
         return self._token is not None and hmac.compare_digest(offered.encode(), self._token)
+
+    def check_bearer(self, connection: HTTPConnection) -> None:
+        """The rule of /mcp for a machine client such as a Prometheus scraper: without a token, a loopback Host;
+        with one, `Authorization: Bearer <token>`. Raise Forbidden or Unauthorized."""
+        if not self.token_required:
+            self.check_origin(connection)
+            return
+        scheme, _, offered = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not self.accepts_token(offered.strip()):
+            raise Unauthorized("send the access token (STRIPE_INBOX_TOKEN) as `Authorization: Bearer <token>`")
 
     # -- per request -----------------------------------------------------------------------------
 
@@ -55,7 +63,7 @@ class Access:
             raise Forbidden("a request from another site")
 
     def signed_in(self, connection: HTTPConnection) -> bool:
-        return not self.token_required or connection.session.get("signed_in") is True
+        return not self.token_required or self.sessions.signed_in(connection)
 
     @staticmethod
     def csrf_token(connection: HTTPConnection) -> str:
@@ -81,12 +89,11 @@ class Access:
 
     def sign_in(self, request: Request) -> None:
         """A new session, so a session fixed before sign-in is worth nothing after it."""
-        request.session.clear()
-        request.session.update(signed_in=True, csrf=secrets.token_urlsafe(24))
+        self.sessions.sign_in(request.session)
+        request.session["csrf"] = secrets.token_urlsafe(24)
 
-    @staticmethod
-    def sign_out(request: Request) -> None:
-        request.session.clear()
+    async def sign_out(self, request: Request) -> None:
+        await self.sessions.sign_out(request.session)
 
     def safe_next(self, value: object) -> str:
         """Where to go after signing in: a dashboard path only, never another site."""
@@ -114,6 +121,8 @@ class Guard:
             await PlainTextResponse(f"403 Forbidden: {refusal}", status_code=403)(scope, receive, send)
             return
         path = connection.url.path
+        if self.access.token_required:
+            await self.access.sessions.refresh()
         if self.access.signed_in(connection) or path.startswith(self.open_paths):
             await self.app(scope, receive, send)
             return

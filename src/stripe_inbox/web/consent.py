@@ -40,6 +40,7 @@ class ConsentPage:
         self.template = templates().get_template("consent.html")
 
     async def handle(self, request: Request) -> Response:
+        await self.access.sessions.refresh()  # a sign-out on another replica ends the session here too
         return await (self.show(request) if request.method == "GET" else self.answer(request))
 
     async def show(self, request: Request) -> Response:

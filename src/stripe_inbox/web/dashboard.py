@@ -34,7 +34,8 @@ from .chart import ReceivedPerHour, hourly_chart
 from .filters import FilterField, Search, supported_filters
 from .forward_actions import forward_routes
 from .page_kit import PageKit
-from .session import SessionSigner, SignedSessions
+from .session import DashboardSessions
+from .throttle import SignInThrottle
 from .tokens_page import token_routes
 
 ACTOR = "dashboard"
@@ -73,10 +74,17 @@ class ListView:
     notice: str | None = None
 
 
-def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
-    """The dashboard's ASGI app, to be mounted at `prefix`."""
+def create_dashboard(
+    inbox: Inbox,
+    prefix: str = "/ui",
+    sessions: DashboardSessions | None = None,
+    throttle: SignInThrottle | None = None,
+) -> ASGIApp:
+    """The dashboard's ASGI app, to be mounted at `prefix`; `sessions` and `throttle` are shared with any other
+    page that signs the operator in."""
     settings = inbox.settings
-    access = Access(settings.mcp_token, prefix)
+    access = Access(settings.mcp_token, prefix, sessions)
+    throttle = throttle or SignInThrottle()
     redactor = Redactor(settings.redact)
     filters = supported_filters(inbox.list_events)
     templates = Jinja2Templates(env=_environment(prefix))
@@ -269,14 +277,22 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
 
     async def sign_in(request: Request, form: FormData) -> Response:
         target = access.safe_next(form.get("next"))
+        address = request.client.host if request.client else "unknown"
+        if wait := throttle.wait_seconds(address):
+            error = f"Too many failed attempts from your address: try again in {wait} s."
+            response = page(request, "sign_in.html", {"title": "Sign in", "next": target, "error": error}, 429)
+            response.headers["retry-after"] = str(wait)
+            return response
         if access.accepts_token(str(form.get("token", ""))):
+            throttle.succeeded(address)
             access.sign_in(request)
             return RedirectResponse(target, status_code=303)
+        throttle.failed(address)
         context = {"title": "Sign in", "next": target, "error": "That is not the access token."}
         return page(request, "sign_in.html", context, 401)
 
     async def sign_out(request: Request, form: FormData) -> Response:
-        access.sign_out(request)
+        await access.sign_out(request)
         return RedirectResponse(access.sign_in_path if access.token_required else f"{prefix}/", status_code=303)
 
     async def unavailable(request: Request, error: Exception) -> Response:
@@ -304,7 +320,7 @@ def create_dashboard(inbox: Inbox, prefix: str = "/ui") -> ASGIApp:
     app = Starlette(routes=routes, exception_handlers={StoreUnavailable: unavailable})
     counted = with_waiting_count(app, approvals, LIVE_HEADER.encode())
     guarded = Guard(counted, access, open_paths=(access.sign_in_path, f"{prefix}/static/"))
-    return _with_page_headers(SignedSessions(guarded, SessionSigner(access.session_key()), path=prefix))
+    return _with_page_headers(access.sessions.middleware(guarded, path=prefix))
 
 
 async def _timeline(inbox: Inbox, object_id: str | None) -> list[EventSummary] | None:

@@ -34,7 +34,7 @@ from ..auth.rate_limit import RateLimiter, retry_after
 from ..auth.scopes import SCOPES
 from .auth import Access
 from .consent import ConsentPage
-from .session import SessionSigner, SignedSessions
+from .session import DashboardSessions
 
 AUTHORIZATION_SERVER_METADATA = "/.well-known/oauth-authorization-server"
 PROTECTED_RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
@@ -48,7 +48,9 @@ REGISTRATION_BURST = 20
 URL = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
 
 
-def oauth_routes(provider: InboxAuthProvider, access_token: str, dashboard: str = "/ui") -> list[Route]:
+def oauth_routes(
+    provider: InboxAuthProvider, access_token: str, sessions: DashboardSessions, dashboard: str = "/ui"
+) -> list[Route]:
     """Routes to mount ahead of the dashboard (mounted at `dashboard`, whose session the consent page shares)
     and /mcp."""
     issuer = URL.validate_python(provider.issuer)
@@ -94,14 +96,13 @@ def oauth_routes(provider: InboxAuthProvider, access_token: str, dashboard: str 
     resource_metadata = cors_middleware(ProtectedResourceMetadataHandler(resource).handle, ["GET", "OPTIONS"])
     for path in (PROTECTED_RESOURCE_METADATA + urlsplit(provider.resource).path, PROTECTED_RESOURCE_METADATA):
         routes.append(Route(path, resource_metadata, methods=["GET", "OPTIONS"]))
-    return routes + _page_routes(provider, Access(access_token, dashboard))
+    return routes + _page_routes(provider, Access(access_token, dashboard, sessions))
 
 
 def _page_routes(provider: InboxAuthProvider, access: Access) -> list[Route]:
     """The two a person's browser opens: /authorize, and the consent page it sends on to."""
     consent = ConsentPage(provider, access)
-    signer = SessionSigner(access.session_key())
-    sessions = SignedSessions(request_response(consent.handle), signer, path=access.prefix)
+    sessions = access.sessions.middleware(request_response(consent.handle), path=access.prefix)
     authorization = request_response(AuthorizationPage(provider, consent).handle)
     return [
         Route(CONSENT_PATH, RequestBodyLimitMiddleware(sessions, MAX_FORM_BYTES), methods=["GET", "POST"]),
