@@ -260,7 +260,7 @@ async def test_bundle_starts_as_claude_desktop_starts_it(
             tools = {tool.name for tool in (await client.list_tools()).tools}
             prompts = {prompt.name for prompt in (await client.list_prompts()).prompts}
             page = (await client.call_tool("list_events", {})).structured_content
-    assert tools == {tool["name"] for tool in manifest["tools"]}, "mcpb/manifest.json must name the server's tools"
+    assert tools == {tool["name"] for tool in manifest["tools"]}, "the stamped manifest must name the server's tools"
     assert prompts == {prompt["name"] for prompt in manifest["prompts"]}
     assert [pending["id"] for pending in page["events"]] == [event["id"]]
 

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import mcp.types as types
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-
-from ..mcp.tools import TOOL_INFO
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.server.mcpserver.tools import Tool
 
 READ = "inbox:read"
 WRITE = "inbox:write"
@@ -20,10 +20,9 @@ DESCRIPTIONS = {
 }
 
 
-def required_scope(tool: str) -> str:
-    """A tool nobody declared read-only (or one this table has not heard of) changes something."""
-    info = TOOL_INFO.get(tool)
-    return READ if info is not None and info.annotations.read_only_hint else WRITE
+def required_scope(annotations: types.ToolAnnotations | None) -> str:
+    """A tool nobody declared read-only (or one the server does not have) changes something."""
+    return READ if annotations is not None and annotations.read_only_hint else WRITE
 
 
 def granted(requested: list[str]) -> list[str]:
@@ -32,16 +31,22 @@ def granted(requested: list[str]) -> list[str]:
     return [scope for scope in SCOPES if scope == READ or scope in requested]
 
 
-async def require_scopes(ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
-    """A server middleware: a tool call whose token lacks the tool's scope is refused as `insufficient_scope`.
-    Without a token (stdio, or loopback without one) nothing is checked; the static access token has both."""
-    token = get_access_token()
-    if token is None or ctx.method != "tools/call" or not ctx.params:
-        return await call_next(ctx)
-    tool = str(ctx.params.get("name"))
-    needed = required_scope(tool)
-    if needed in token.scopes:
-        return await call_next(ctx)
-    has = " ".join(token.scopes) or "no scope"
-    message = f"insufficient_scope: {tool} needs the {needed} scope; this client was granted {has}"
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+def require_scopes(tools: Iterable[Tool]) -> ServerMiddleware[Any]:
+    """A server middleware: a call to one of `tools` whose token lacks the tool's scope is refused as
+    `insufficient_scope`. Without a token (stdio, or loopback without one) nothing is checked; the static access
+    token has both."""
+    needs = {tool.name: required_scope(tool.annotations) for tool in tools}
+
+    async def middleware(ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
+        token = get_access_token()
+        if token is None or ctx.method != "tools/call" or not ctx.params:
+            return await call_next(ctx)
+        tool = str(ctx.params.get("name"))
+        needed = needs.get(tool, WRITE)
+        if needed in token.scopes:
+            return await call_next(ctx)
+        has = " ".join(token.scopes) or "no scope"
+        message = f"insufficient_scope: {tool} needs the {needed} scope; this client was granted {has}"
+        return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+    return middleware

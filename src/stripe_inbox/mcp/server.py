@@ -59,9 +59,10 @@ class InboxServer(MCPServer):
         self.notifier = ChangeNotifier()
         redactor = Redactor(inbox.settings.redact)
         boundary = Boundary(redactor)
+        tools = inbox_tools(inbox, boundary)
         middleware: list[ServerMiddleware[Any]] = [
             _lean_identity_stamp,
-            require_scopes,
+            require_scopes(tools),
             LegacySubscriptions(self.notifier),
         ]
         # Pushed into a Claude Code session only when asked for: a client that does not know the channel
@@ -80,7 +81,7 @@ class InboxServer(MCPServer):
             title="Stripe event inbox",
             instructions=inbox.settings.policy.instructions,
             icons=[ICON],
-            tools=inbox_tools(inbox, boundary),
+            tools=tools,
             subscriptions=self.notifier.bus,
             middleware=middleware,
             token_verifier=guard.verifier if guard else None,
