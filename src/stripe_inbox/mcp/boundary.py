@@ -1,5 +1,6 @@
 """Where the inbox's answers leave for an MCP client: its errors become the kind the protocol expects of a tool,
-a resource or a prompt, personal data is masked as the `redact` setting asks, and a tool's result is sent once
+a resource or a prompt, what it shows is what the presenter shows (personal data masked as the `redact` setting
+asks), and a tool's result is sent once
 as structure and once as compact JSON text."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 from ..errors import InboxError, InvalidArgument, NotFound
-from ..redact import Redactor
+from ..presenter import Presenter
 
 Surface = Literal["tool", "resource", "prompt"]
 Params = ParamSpec("Params")
@@ -26,8 +27,8 @@ Finished = TypeVar("Finished")
 class Boundary:
     """Decorators for the functions MCP calls; the SDK still reads each wrapped function's own signature."""
 
-    def __init__(self, redactor: Redactor) -> None:
-        self.redactor = redactor
+    def __init__(self, presenter: Presenter) -> None:
+        self.presenter = presenter
 
     def tool(
         self, handler: Callable[Params, Awaitable[Result]]
@@ -45,11 +46,7 @@ class Boundary:
 
     def present(self, value: Result) -> Result:
         """`value` as a client may see it; a model stays a model of its own type."""
-        if not self.redactor.kinds:
-            return value
-        if isinstance(value, BaseModel):
-            return self.redactor.model(value)  # type: ignore[return-value]
-        return self.redactor.value(value)  # type: ignore[no-any-return]
+        return self.presenter.shown(value)
 
     def _tool_result(self, value: Result) -> Result | types.CallToolResult:
         """The structured result, and the same data as compact JSON text for clients that read only the text

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from ..events import data_object
 from ..inbox import Inbox
 from ..models import Classification
-from ..redact import Redactor
+from ..presenter import Presenter
 from ..settings import PushSettings
 from ..stores import EventQuery, StoredEvent
 from .untrusted import NOTICE, quote, token
@@ -59,10 +59,10 @@ class ClaudeChannel:
     itself), takes the session from the client's first request after it, and from then on announces the
     matching pending backlog once and every new matching event once."""
 
-    def __init__(self, inbox: Inbox, settings: PushSettings, redactor: Redactor) -> None:
+    def __init__(self, inbox: Inbox, settings: PushSettings, presenter: Presenter) -> None:
         self.inbox = inbox
         self.settings = settings
-        self.redactor = redactor
+        self.presenter = presenter
         self._session: ServerSession | None = None
         self._ready = anyio.Event()
         self._incoming: set[str] = set()  # changed event ids not yet looked at
@@ -173,9 +173,9 @@ class ClaudeChannel:
         obj = data_object(event.body())
         quoted = {"summary": classification.summary}
         quoted.update({name: obj[name] for name in TEXT_FIELDS if isinstance(obj.get(name), str)})
-        quoted = self.redactor.value(quoted)
+        quoted = self.presenter.shown(quoted)
         suggested = "; ".join(
-            f"{action.tool} {quote(self.redactor.value(action.arguments))}"
+            f"{action.tool} {quote(self.presenter.shown(action.arguments))}"
             for action in classification.suggested_actions
         )
         lines = [

@@ -24,7 +24,7 @@ def register_prompts(server: MCPServer, inbox: Inbox, boundary: Boundary) -> Non
                 resolved.append(f"- {quote(summary.id)} {quote(summary.type)}: resolved by {later}")
                 continue
             stored = await inbox.event(summary.id)
-            triage = stored.stored_classification() or inbox.triage(stored)
+            triage, _ = boundary.presenter.triage(stored, summary.superseded_by)
             suggested = ", ".join(action.tool for action in triage.suggested_actions)
             late = " (arrived after a newer event about its object)" if summary.stale else ""
             lines.append(

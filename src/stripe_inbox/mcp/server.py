@@ -22,7 +22,7 @@ from ..auth.provider import InboxAuthProvider
 from ..auth.scopes import SCOPES, require_scopes
 from ..inbox import Inbox
 from ..metrics import Metrics
-from ..redact import Redactor
+from ..presenter import Presenter
 from .boundary import Boundary
 from .channel import ClaudeChannel
 from .prompts import register_prompts
@@ -57,8 +57,8 @@ class InboxServer(MCPServer):
     def __init__(self, inbox: Inbox, metrics: Metrics | None = None, channel: bool = False) -> None:
         self.inbox = inbox
         self.notifier = ChangeNotifier()
-        redactor = Redactor(inbox.settings.redact)
-        boundary = Boundary(redactor)
+        presenter = Presenter(inbox.settings.redact, inbox.triage)
+        boundary = Boundary(presenter)
         tools = inbox_tools(inbox, boundary)
         middleware: list[ServerMiddleware[Any]] = [
             _lean_identity_stamp,
@@ -67,7 +67,7 @@ class InboxServer(MCPServer):
         ]
         # Pushed into a Claude Code session only when asked for: a client that does not know the channel
         # capability is never sent its notifications.
-        self.channel = ClaudeChannel(inbox, inbox.settings.push, redactor) if channel else None
+        self.channel = ClaudeChannel(inbox, inbox.settings.push, presenter) if channel else None
         if self.channel is not None:
             middleware.append(self.channel)
         if metrics is not None:

@@ -4,34 +4,29 @@ dashboard. The serving process's forwarding loop makes the request."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from ..inbox import Inbox
-from .page_kit import PageKit
+from ...inbox import Inbox
+from .kit import PageKit
 
 
 def forward_routes(inbox: Inbox, kit: PageKit) -> list[Route]:
-    def back(request: Request) -> Response:
-        return RedirectResponse(f"{kit.prefix}/events/{quote(request.path_params['event_id'])}", status_code=303)
-
     async def replay(request: Request, form: FormData) -> Response:
         destination = str(form.get("destination", ""))
         (made,) = await inbox.replay([request.path_params["event_id"]], destination, kit.actor)
         kit.flash(request, f"Replay to {destination} queued as forward {made.id}.")
-        return back(request)
+        return kit.back_to_event(request)
 
     async def retry(request: Request, form: FormData) -> Response:
         event_id, forward_id = request.path_params["event_id"], request.path_params["forward_id"]
         retried = await inbox.retry_forward(event_id, forward_id, kit.actor)
         kit.flash(request, f"Forward {forward_id} to {retried.destination} queued again.")
-        return back(request)
+        return kit.back_to_event(request)
 
     return [
-        Route("/events/{event_id}/replay", kit.action(replay, back), methods=["POST"]),
-        Route("/events/{event_id}/forwards/{forward_id:int}/retry", kit.action(retry, back), methods=["POST"]),
+        Route("/events/{event_id}/replay", kit.action(replay), methods=["POST"]),
+        Route("/events/{event_id}/forwards/{forward_id:int}/retry", kit.action(retry), methods=["POST"]),
     ]

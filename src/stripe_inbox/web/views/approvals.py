@@ -10,20 +10,18 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..approvals import Approvals
-from ..errors import InboxError
-from ..redact import Redactor
-from .page_kit import PageKit
-
-WAITING_STATE = "approvals_waiting"  # request.state's name for the count the navigation shows
+from ...approvals import Approvals
+from ...errors import InboxError
+from ...presenter import Presenter
+from .kit import WAITING_STATE, PageKit
 
 
-def approval_routes(approvals: Approvals, kit: PageKit, redactor: Redactor) -> list[Route]:
+def approval_routes(approvals: Approvals, kit: PageKit, presenter: Presenter) -> list[Route]:
     def back(request: Request) -> Response:
         return RedirectResponse(f"{kit.prefix}/approvals", status_code=303)
 
     async def listing(request: Request) -> Response:
-        waiting = [redactor.model(approval) for approval in await approvals.waiting()]
+        waiting = [presenter.shown(approval) for approval in await approvals.waiting()]
         return kit.render(request, "approvals.html", {"title": "Approvals", "approvals": waiting})
 
     async def approve(request: Request, form: FormData) -> Response:

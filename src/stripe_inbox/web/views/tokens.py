@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..inbox import Inbox
-from .page_kit import PageKit
+from ...inbox import Inbox
+from .kit import PageKit
 
 
 def token_routes(inbox: Inbox, kit: PageKit) -> list[Route]:
