@@ -43,7 +43,7 @@ from .rows import (
     stored_event,
     ticket,
 )
-from .search import SEARCH_COUNT_CAP, search_where, write_index
+from .search import SEARCH_COUNT_CAP, search_where, text_scan_pays, write_index
 
 CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set of ids
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
@@ -88,8 +88,9 @@ class SqlStore(ForwardingStore):
         return [stored_event(row) for row in rows]
 
     async def list_events(self, query: EventQuery, matches: int | None = None) -> list[StoredEvent]:
-        """`matches`: count_events(query), where the caller has it already: a range search picks its plan by it."""
-        where, parameters = _where(query, self.db.dialect)
+        """`matches`: count_events(query), where the caller has it already: a range or full-text search picks its
+        plan by it."""
+        where, parameters = _where(query, self.db.dialect, await text_scan_pays(self.db, query, matches))
         if query.after is not None:
             where.append("seq < ?" if query.newest_first else "seq > ?")
             parameters.append(query.after)
@@ -841,7 +842,7 @@ async def _approval(db: Transaction | Connector, row: Any) -> Approval:
     )
 
 
-def _where(query: EventQuery, dialect: Dialect) -> tuple[list[str], list[Any]]:
+def _where(query: EventQuery, dialect: Dialect, scan: bool = False) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     parameters: list[Any] = []
     for column in FILTER_COLUMNS:
@@ -849,7 +850,7 @@ def _where(query: EventQuery, dialect: Dialect) -> tuple[list[str], list[Any]]:
         if value is not None:
             where.append(f"{column} = ?")
             parameters.append(value)
-    searched, values = search_where(query, dialect)
+    searched, values = search_where(query, dialect, scan)
     return where + searched, parameters + values
 
 
