@@ -90,7 +90,8 @@ class SqlStore(ForwardingStore):
     async def list_events(self, query: EventQuery, matches: int | None = None) -> list[StoredEvent]:
         """`matches`: count_events(query), where the caller has it already: a range or full-text search picks its
         plan by it."""
-        where, parameters = _where(query, self.db.dialect, await text_scan_pays(self.db, query, matches))
+        scan = await text_scan_pays(self.db, query, matches)
+        where, parameters = _where(query, self.db.dialect, scan)
         if query.after is not None:
             where.append("seq < ?" if query.newest_first else "seq > ?")
             parameters.append(query.after)
@@ -103,11 +104,13 @@ class SqlStore(ForwardingStore):
             )
             return [stored_event(row) for row in rows]
         # A search picks its page's seqs first, so only those rows are read whole. Full text is read from
-        # its index, in seq order. A range that matches more than a count's worth of events is read in seq
-        # order, where the page is met at once; a narrower one through its index, sorting the few it matches.
+        # its index in seq order where the index yields that order (FTS5); elsewhere a broad search walks the
+        # events, testing each one's terms, and a narrow one sorts the few matches its index yields. A range
+        # that matches more than a count's worth of events is read in seq order, where the page is met at once;
+        # a narrower one through its index, sorting the few it matches.
         dialect, seq = self.db.dialect, "seq"
         if query.words:
-            source, seq = dialect.text_source, dialect.text_seq
+            source, seq = dialect.text_source, dialect.text_seq if scan else dialect.text_seq_sorted
         elif query.ranged and (await self.count_events(query) if matches is None else matches) > SEARCH_COUNT_CAP:
             source = f"events{dialect.in_seq_order}"
         else:
