@@ -78,6 +78,25 @@ async def test_a_broad_full_text_page_walks_the_events_and_a_narrow_one_reads_th
     assert not any("ts_match_vq" in sql for sql in statements)
 
 
+async def test_a_walk_that_meets_no_match_where_the_count_expects_them_gives_way_to_the_index(
+    inbox_url: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Matches all among the oldest events: a walk from the newest would read every event before the first."""
+    inbox, _ = inbox_url
+    old = [made("invoice.paid", T0 + n, description="legacy plan") for n in range(40)]
+    current = [made("invoice.paid", T0 + n, description="current plan") for n in range(200)]
+    await add(inbox, *old, *current)
+    statements = record_statements(inbox, monkeypatch)
+    newest = await inbox.list_events("all", query="legacy", limit=2)
+    assert ids(newest) == [old[-1]["id"], old[-2]["id"]]
+    pages = [sql for sql in statements if "ORDER BY seq DESC LIMIT" in sql or "ORDER BY seq + 0 DESC LIMIT" in sql]
+    assert ["ts_match_vq" in sql for sql in pages] == [True, False]  # the walk, then the index
+    statements.clear()
+    oldest_pending = await inbox.list_events("pending", query="current", limit=2)  # oldest first: the same
+    assert ids(oldest_pending) == [current[0]["id"], current[1]["id"]]
+    assert ["ts_match_vq" in sql for sql in statements if " LIMIT ?) ORDER BY seq ASC" in sql] == [True, False]
+
+
 async def test_a_cursor_past_every_match_ends_a_walk_with_an_empty_page(inbox_url: tuple[Inbox, str]) -> None:
     inbox, _ = inbox_url
     events = [made("invoice.paid", T0 + n, description="weekly plan") for n in range(12)]

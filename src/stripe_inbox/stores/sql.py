@@ -43,7 +43,7 @@ from .rows import (
     stored_event,
     ticket,
 )
-from .search import SEARCH_COUNT_CAP, search_where, text_scan_pays, write_index
+from .search import SEARCH_COUNT_CAP, search_where, text_walk, write_index
 
 CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set of ids
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
@@ -90,11 +90,14 @@ class SqlStore(ForwardingStore):
     async def list_events(self, query: EventQuery, matches: int | None = None) -> list[StoredEvent]:
         """`matches`: count_events(query), where the caller has it already: a range or full-text search picks its
         plan by it."""
-        scan = await text_scan_pays(self.db, query, matches)
-        where, parameters = _where(query, self.db.dialect, scan)
+        walk = await text_walk(self.db, query, matches)
+        where, parameters = _where(query, self.db.dialect, walk is not None)
         if query.after is not None:
             where.append("seq < ?" if query.newest_first else "seq > ?")
             parameters.append(query.after)
+        if walk is not None:
+            where.append("seq BETWEEN ? AND ?")
+            parameters += [walk.low, walk.high]
         order = "DESC" if query.newest_first else "ASC"
         if not query.searches:
             rows = await self.db.fetch(
@@ -110,7 +113,7 @@ class SqlStore(ForwardingStore):
         # a narrower one through its index, sorting the few it matches.
         dialect, seq = self.db.dialect, "seq"
         if query.words:
-            source, seq = dialect.text_source, dialect.text_seq if scan else dialect.text_seq_sorted
+            source, seq = dialect.text_source, dialect.text_seq if walk else dialect.text_seq_sorted
         elif query.ranged and (await self.count_events(query) if matches is None else matches) > SEARCH_COUNT_CAP:
             source = f"events{dialect.in_seq_order}"
         else:
@@ -121,6 +124,8 @@ class SqlStore(ForwardingStore):
             *parameters,
             query.limit,
         )
+        if walk is not None and not walk.whole and len(rows) < query.limit:
+            return await self.list_events(query)  # the matches lie beyond the walk: the index finds them
         return [stored_event(row) for row in rows]
 
     async def count_events(self, query: EventQuery) -> int:
