@@ -91,6 +91,9 @@ class PostgresConnector:
             "synchronous_commit": "on",
             # A row lock held longer than this (another replica's stuck transaction) fails the write with a 503.
             "lock_timeout": f"{round(lock_timeout_seconds * 1000)}ms",
+            # Every read is a bounded page or count; starting workers for one costs more than it saves (17 ms
+            # against 0.2 ms for a search whose prefix the planner thinks matches thousands of events).
+            "max_parallel_workers_per_gather": "0",
         }
         pool = listener = None
         try:
