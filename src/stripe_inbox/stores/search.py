@@ -14,7 +14,7 @@ from .interface import EventQuery
 SEARCH_COUNT_CAP = 10_000  # a search counts its matches up to here: the count of a broad one would cost a scan
 # Reading a match through the full-text index costs about as much as testing this many rows of a walk in seq order.
 RANDOM_READ_COST = 8
-WALK_MARGIN = 4
+WALK_MARGIN = 4  # a walk reads this many times the rows its page is expected to take, then gives way to the index
 KEYED = "seq IN (SELECT seq FROM event_keys WHERE key = ?)"
 
 
