@@ -2,7 +2,12 @@
 store's list, count and resolution reads) and through MCP (`list_events` in-process), and the size the search
 index adds to the database.
 
-.venv/bin/python bench/search_bench.py [--sizes 10000 100000 1000000] [--db sqlite|postgres] [--queries 200]
+.venv/bin/python bench/search_bench.py [--sizes 10000 100000 1000000] [--db sqlite|postgres] [--queries 200] [--keep]
+
+On PostgreSQL each size is a schema `search_bench_SIZE` of the server the tests use (STRIPE_INBOX_TEST_POSTGRES);
+`--keep` measures again what an earlier run stored there (upgraded by any newer migration), since filling and
+indexing 1M events takes a quarter of an hour on a busy machine. The tables are vacuumed before measuring, as
+autovacuum does soon after a bulk load: index-only scans need the visibility map.
 
 Events are realistic lifecycles written from Stripe's documented shapes (bench's own generator over
 stripe/samples.py): invoices created, finalized, failed and paid; payment intents that succeed or are

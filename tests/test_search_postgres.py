@@ -137,3 +137,9 @@ async def test_a_range_is_counted_and_its_seqs_read_from_its_index_alone(
         await db.close()
     page = await inbox.list_events("all", amount_gte=10, amount_lte=50, currency="usd")
     assert page.total == 41  # 1000 to 5000 cents in steps of 100
+
+
+async def test_the_inbox_runs_no_parallel_workers_for_its_bounded_reads(inbox_url: tuple[Inbox, str]) -> None:
+    inbox, _ = inbox_url
+    rows = await inbox.store.db.fetch("SHOW max_parallel_workers_per_gather")  # type: ignore[attr-defined]
+    assert rows[0][0] == "0"
