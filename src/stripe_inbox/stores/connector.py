@@ -23,8 +23,14 @@ class Dialect:
     lock_row: str  # appended to a SELECT of the row a write transaction is about to change
     skip_locked: str  # appended to a SELECT of rows to claim, so concurrent claimers take different ones
     text_match: str  # a condition on text_source: the event's terms hold every term of the `?` full-text query
+    # text_match as a test of each row read, no index serving it: a broad search walks text_source in seq order
+    # and stops at its page. None where the full-text index yields its matches in seq order already (FTS5).
+    text_scan: str | None
     text_source: str  # what a full-text search reads FROM, events among it, so the index leads
     text_seq: str  # the seq of text_source's rows, in whose order its index yields them
+    # text_seq as an expression no index yields in order, where the full-text index yields no seq order: a narrow
+    # search then sorts the matches the index yields, whatever the planner would guess of a walk in seq order.
+    text_seq_sorted: str
     text_index: str  # what to count the matches of a full-text search with no other filter in
     text_query: Callable[[Sequence[str]], str]  # that query, from the words searched for (each a prefix)
     text_insert: str  # an INSERT of one event into the full-text index: its seq and its space-separated terms

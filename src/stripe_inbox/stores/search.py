@@ -4,22 +4,27 @@ the background indexer keeps: what it writes for a batch of queued events."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..indexing import Findable
-from .connector import Dialect, Transaction
+from .connector import Connector, Dialect, Transaction
 from .interface import EventQuery
 
 SEARCH_COUNT_CAP = 10_000  # a search counts its matches up to here: the count of a broad one would cost a scan
+# Reading a match through the full-text index costs about as much as testing this many rows of a walk in seq order.
+RANDOM_READ_COST = 8
+WALK_MARGIN = 4  # a walk reads this many times the rows its page is expected to take, then gives way to the index
 KEYED = "seq IN (SELECT seq FROM event_keys WHERE key = ?)"
 
 
-def search_where(query: EventQuery, dialect: Dialect) -> tuple[list[str], list[Any]]:
-    """The clauses and parameters of `query`'s search filters."""
+def search_where(query: EventQuery, dialect: Dialect, scan: bool = False) -> tuple[list[str], list[Any]]:
+    """The clauses and parameters of `query`'s search filters; with `scan`, full text as the test of each row of
+    a walk in seq order (see text_walk)."""
     where: list[str] = []
     parameters: list[Any] = []
     if query.words:
-        where.append(dialect.text_match)
+        where.append(dialect.text_scan if scan and dialect.text_scan else dialect.text_match)
         parameters.append(dialect.text_query(query.words))
     for key in (query.object_id, query.email):
         if key is not None:
@@ -37,6 +42,37 @@ def search_where(query: EventQuery, dialect: Dialect) -> tuple[list[str], list[A
             where.append(clause)
             parameters.append(value)
     return where, parameters
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """The seqs a full-text walk reads, from the cursor on, in the page's order."""
+
+    low: int
+    high: int
+    whole: bool  # every event on the walk's side of the cursor is between low and high
+
+
+async def text_walk(db: Connector, query: EventQuery, matches: int | None) -> Walk | None:
+    """Where a full-text page is cheaper to read by walking the events in seq order, testing each one's terms,
+    than through the index, which yields every match, each read at random, to be sorted for the page: the seqs
+    to walk, or None. A walk expects to read events / matches rows for each one of the page, so a broad search
+    meets its page at once; it reads WALK_MARGIN times that at most, since matches may lie elsewhere (a
+    customer's events all a year old), and then the index finds the page."""
+    if not query.words or db.dialect.text_scan is None or not matches:
+        return None
+    first, last = (await db.fetch("SELECT min(seq), max(seq) FROM events"))[0]
+    if first is None:
+        return None
+    span = last - first + 1
+    if matches * matches * RANDOM_READ_COST < span * query.limit:
+        return None
+    reach = WALK_MARGIN * span * query.limit // matches + query.limit
+    if query.newest_first:
+        high = last if query.after is None else query.after - 1
+        return Walk(high - reach, high, high - reach <= first)
+    low = first if query.after is None else query.after + 1
+    return Walk(low, low + reach, low + reach >= last)
 
 
 async def write_index(tx: Transaction, dialect: Dialect, found: Sequence[tuple[int, Findable]]) -> int:

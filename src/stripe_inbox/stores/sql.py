@@ -43,7 +43,7 @@ from .rows import (
     stored_event,
     ticket,
 )
-from .search import SEARCH_COUNT_CAP, search_where, write_index
+from .search import SEARCH_COUNT_CAP, search_where, text_walk, write_index
 
 CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set of ids
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
@@ -92,11 +92,16 @@ class SqlStore(ForwardingStore):
         return [stored_event(row) for row in rows]
 
     async def list_events(self, query: EventQuery, matches: int | None = None) -> list[StoredEvent]:
-        """`matches`: count_events(query), where the caller has it already: a range search picks its plan by it."""
-        where, parameters = _where(query, self.db.dialect)
+        """`matches`: count_events(query), where the caller has it already: a range or full-text search picks its
+        plan by it."""
+        walk = await text_walk(self.db, query, matches)
+        where, parameters = _where(query, self.db.dialect, walk is not None)
         if query.after is not None:
             where.append("seq < ?" if query.newest_first else "seq > ?")
             parameters.append(query.after)
+        if walk is not None:
+            where.append("seq BETWEEN ? AND ?")
+            parameters += [walk.low, walk.high]
         order = "DESC" if query.newest_first else "ASC"
         if not query.searches:
             rows = await self.db.fetch(
@@ -106,11 +111,13 @@ class SqlStore(ForwardingStore):
             )
             return [stored_event(row) for row in rows]
         # A search picks its page's seqs first, so only those rows are read whole. Full text is read from
-        # its index, in seq order. A range that matches more than a count's worth of events is read in seq
-        # order, where the page is met at once; a narrower one through its index, sorting the few it matches.
+        # its index in seq order where the index yields that order (FTS5); elsewhere a broad search walks the
+        # events, testing each one's terms, and a narrow one sorts the few matches its index yields. A range
+        # that matches more than a count's worth of events is read in seq order, where the page is met at once;
+        # a narrower one through its index, sorting the few it matches.
         dialect, seq = self.db.dialect, "seq"
         if query.words:
-            source, seq = dialect.text_source, dialect.text_seq
+            source, seq = dialect.text_source, dialect.text_seq if walk else dialect.text_seq_sorted
         elif query.ranged and (await self.count_events(query) if matches is None else matches) > SEARCH_COUNT_CAP:
             source = f"events{dialect.in_seq_order}"
         else:
@@ -121,6 +128,8 @@ class SqlStore(ForwardingStore):
             *parameters,
             query.limit,
         )
+        if walk is not None and not walk.whole and len(rows) < query.limit:
+            return await self.list_events(query)  # the matches lie beyond the walk: the index finds them
         return [stored_event(row) for row in rows]
 
     async def count_events(self, query: EventQuery) -> int:
@@ -881,7 +890,7 @@ async def _approval(db: Transaction | Connector, row: Any) -> Approval:
     )
 
 
-def _where(query: EventQuery, dialect: Dialect) -> tuple[list[str], list[Any]]:
+def _where(query: EventQuery, dialect: Dialect, scan: bool = False) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     parameters: list[Any] = []
     for column in FILTER_COLUMNS:
@@ -889,7 +898,7 @@ def _where(query: EventQuery, dialect: Dialect) -> tuple[list[str], list[Any]]:
         if value is not None:
             where.append(f"{column} = ?")
             parameters.append(value)
-    searched, values = search_where(query, dialect)
+    searched, values = search_where(query, dialect, scan)
     return where + searched, parameters + values
 
 

@@ -88,8 +88,10 @@ class SQLiteConnector:
         lock_row="",
         skip_locked="",
         text_match="event_search MATCH ?",
+        text_scan=None,
         text_source="event_search JOIN events ON events.seq = event_search.rowid",
         text_seq="event_search.rowid",
+        text_seq_sorted="event_search.rowid",
         text_index="event_search",  # counting its matches alone skips a read of each event's row
         text_query=lambda words: " AND ".join(f'"{word}"*' for word in words),
         text_insert="INSERT INTO event_search (rowid, terms) VALUES (?, ?)",
