@@ -23,7 +23,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from stripe_inbox import __version__
-from stripe_inbox.cli import _parser
+from stripe_inbox.cli import build_parser
 from stripe_inbox.settings import ENVIRONMENT
 
 from .conftest import SECRET, cli_env, deliver, make_event, start_server, stop_server
@@ -148,9 +148,13 @@ def test_dist_passes_twine_and_holds_what_runs(dist: Path, wheel: Path) -> None:
     with tarfile.open(sdist) as archive:
         top = f"stripe_inbox-{__version__}"
         sdist_names = set(archive.getnames())
-    assert {f"{top}/pyproject.toml", f"{top}/README.md", f"{top}/LICENSE", f"{top}/src/stripe_inbox/cli.py"} <= (
-        sdist_names
-    )
+    shipped_sources = {
+        f"{top}/pyproject.toml",
+        f"{top}/README.md",
+        f"{top}/LICENSE",
+        f"{top}/src/stripe_inbox/cli/__init__.py",
+    }
+    assert shipped_sources <= sdist_names
 
 
 # -- the wheel in a fresh venv -------------------------------------------------------------------
@@ -307,7 +311,7 @@ def test_systemd_unit_starts_serve_with_what_it_reads() -> None:
     (exec_start,) = re.findall(r"^ExecStart=(.+)$", unit, re.MULTILINE)
     program, *arguments = shlex.split(exec_start)
     assert program.endswith("/bin/stripe-inbox")
-    parsed = _parser().parse_args(arguments)
+    parsed = build_parser().parse_args(arguments)
     assert (parsed.command, parsed.host, parsed.port) == ("serve", "127.0.0.1", 8000)
     named = set(re.findall(r"\b(STRIPE_\w+)=", unit))
     assert named == {"STRIPE_INBOX_DB", "STRIPE_WEBHOOK_SECRET", "STRIPE_INBOX_MCP_TOKEN", "STRIPE_API_KEY"}

@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 import anyio
 import anyio.abc
 
-from .actions.forward import NAME_PATTERN, post_signed
-from .actions.poster import Poster
-from .cli import ACTOR, _settings, _with_inbox
-from .errors import ConfigError, InvalidArgument
-from .events import EventFilter, check_patterns
-from .inbox import Inbox, open_inbox
-from .settings import generate_secret, parse_secrets
-from .stores import EventQuery, StoredEvent
+from ..actions.forward import NAME_PATTERN, post_signed
+from ..actions.poster import Poster
+from ..errors import ConfigError, InvalidArgument
+from ..events import EventFilter, check_patterns
+from ..inbox import Inbox, open_inbox
+from ..settings import generate_secret, parse_secrets
+from ..stores import EventQuery, StoredEvent
+from .common import ACTOR, Commands, add_command, settings_of, with_inbox
 
 POSITION_KEY = "forward --to {url}"  # in the `state` table: the seq of the last event handled for this URL
 PAGE = 100
@@ -29,10 +29,34 @@ RETRY_SECONDS = (0.5, 1, 2, 5)  # while the handler does not answer (restarting,
 IDLE_POLL_SECONDS = 1.0
 
 
+def add_replay(events: Commands) -> None:
+    replay = add_command(events, "replay", run_replay, "forward events again to a [[forward]] destination")
+    replay.add_argument("event_ids", nargs="*", metavar="ID")
+    replay.add_argument("--to", required=True, metavar="NAME", help="a [[forward]] destination")
+    replay.add_argument("--since", metavar="DATE", help="every event Stripe created from this date (ISO 8601, UTC)")
+    replay.add_argument("--until", metavar="DATE", help="with --since: up to this date, not included")
+    replay.add_argument("--type", help="with --since: only this event type")
+
+
+def add_forward(commands: Commands) -> None:
+    forward = add_command(
+        commands,
+        "forward",
+        run_forward,
+        "forward each event as it is stored to a local handler (like stripe listen --forward-to)",
+    )
+    forward.add_argument("--to", metavar="URL", help="the handler, e.g. http://localhost:4242/webhook")
+    forward.add_argument("--secret", metavar="whsec_…", help="sign with this (default: the inbox's webhook secret)")
+    forward.add_argument("--events", nargs="+", metavar="T", help="only these event types or patterns (default *)")
+    actions = forward.add_subparsers(dest="forward_command", metavar="ACTION")
+    secret = add_command(actions, "secret", run_secret, "print a new whsec_ secret for a [[forward]] destination")
+    secret.add_argument("name", metavar="NAME")
+
+
 # -- events replay -------------------------------------------------------------------------------
 
 
-def events_replay(args: argparse.Namespace) -> None:
+def run_replay(args: argparse.Namespace) -> None:
     if bool(args.event_ids) == bool(args.since):
         raise InvalidArgument("name the events to replay (IDs) or a range (--since DATE), not both")
     if args.event_ids and (args.until or args.type):
@@ -52,7 +76,7 @@ def events_replay(args: argparse.Namespace) -> None:
             count = await inbox.replay_created(args.to, since, until, args.type, ACTOR, progress)
         print(f"{count} event{'s' if count != 1 else ''} queued for {args.to}; a running `serve` sends them")
 
-    _with_inbox(args, work)
+    with_inbox(args, work)
 
 
 def moment(text: str) -> int:
@@ -67,7 +91,7 @@ def moment(text: str) -> int:
 # -- forward secret ------------------------------------------------------------------------------
 
 
-def forward_secret(args: argparse.Namespace) -> None:
+def run_secret(args: argparse.Namespace) -> None:
     if not re.fullmatch(NAME_PATTERN, args.name):
         raise InvalidArgument(f"{args.name!r} is not a destination name: use lower-case letters, digits, '-' and '_'")
     variable = "STRIPE_FORWARD_" + re.sub(r"[^A-Z0-9]", "_", args.name.upper()) + "_SECRET"
@@ -83,12 +107,12 @@ def forward_secret(args: argparse.Namespace) -> None:
 # -- forward --to --------------------------------------------------------------------------------
 
 
-def forward_to(args: argparse.Namespace) -> None:
+def run_forward(args: argparse.Namespace) -> None:
     if args.to is None:
         raise InvalidArgument("forward needs --to URL (or: forward secret NAME)")
     if not args.to.startswith(("http://", "https://")):
         raise InvalidArgument(f"--to {args.to!r} is not an http(s) URL")
-    settings = _settings(args)
+    settings = settings_of(args)
     if args.secret is not None:
         try:
             secrets = parse_secrets(args.secret)
