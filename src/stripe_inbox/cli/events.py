@@ -8,7 +8,8 @@ import sys
 
 from ..errors import StoreUnavailable
 from ..inbox import Inbox
-from ..models import OUTCOMES, DeliveryState, EventDetail, EventSummary
+from ..models import OUTCOMES, DeliveryState, EventDetail
+from ..presenter import resolution_note
 from .common import ACTOR, Commands, add_command, add_group, positive, print_table, with_inbox
 
 
@@ -166,7 +167,7 @@ def run_timeline(args: argparse.Namespace) -> None:
             print(f"no events about {timeline.object_id}")
             return
         rows = [
-            (f"{e.created:%Y-%m-%d %H:%M:%S}", e.id, e.type, e.status, e.amount or "", _resolution_note(e))
+            (f"{e.created:%Y-%m-%d %H:%M:%S}", e.id, e.type, e.status, e.amount or "", resolution_note(e))
             for e in timeline.events
         ]
         print_table(("CREATED (UTC)", "ID", "TYPE", "STATUS", "AMOUNT", "NOTE"), rows)
@@ -191,8 +192,3 @@ def _unindexed_note(unindexed: int) -> None:
         print(
             f"note: {unindexed} newest events are not in the search index yet and may be missing here", file=sys.stderr
         )
-
-
-def _resolution_note(summary: EventSummary) -> str:
-    notes = [f"resolved by {summary.superseded_by}"] if summary.superseded_by else []
-    return ", ".join(notes + (["arrived late"] if summary.stale else []))
