@@ -18,10 +18,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .actions.channels import ChannelConfig, LogChannel
-from .actions.forward import ForwardDestination
+from .actions.channels import ChannelConfig, LogChannel, needs_confirmation
+from .actions.destinations import ForwardDestination
 from .actions.trackers import TrackerConfig
-from .approvals import needs_confirmation
 from .errors import ConfigError
 from .events import EventFilter, check_patterns
 from .models import PRIORITIES, Priority

@@ -4,7 +4,7 @@ dashboard at /ui/."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -17,6 +17,7 @@ from ..errors import StoreUnavailable
 from ..inbox import Inbox
 from ..mcp.server import InboxServer
 from ..metrics import CONTENT_TYPE, Metrics
+from ..runtime import Runtime
 from .auth import Access, Forbidden, Unauthorized
 from .dashboard import create_dashboard
 from .ingress import PATHS, Ingress
@@ -29,7 +30,8 @@ LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"
 
 
 def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Metrics | None = None) -> ASGIApp:
-    """The ASGI app of `serve`. The inbox is opened (and closed) by the caller."""
+    """The ASGI app of `serve`. The inbox is opened (and closed) by the caller; served, the app's lifespan runs
+    the inbox's runtime (every background loop, upkeep too, and the MCP server's own)."""
     metrics = metrics or Metrics()
     ingress = Ingress(inbox, metrics)
     sessions = DashboardSessions(inbox.settings.mcp_token, inbox.store)
@@ -80,10 +82,12 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if mcp_server is None:
-            yield
-            return
-        async with mcp_server.session_manager.run(), mcp_server.running():
+        # Served, the app runs the inbox's runtime, with or without MCP: the outbox, the forwards, the index.
+        faces = mcp_server.face_loops() if mcp_server is not None else {}
+        async with AsyncExitStack() as stack:
+            if mcp_server is not None:
+                await stack.enter_async_context(mcp_server.session_manager.run())
+            await stack.enter_async_context(Runtime(inbox, faces, index_in_worker_process=True).running())
             yield
 
     if mcp_server is not None and mcp_server.auth_provider is not None and inbox.settings.mcp_token:

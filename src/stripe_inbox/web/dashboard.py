@@ -23,7 +23,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..approvals import Approvals
 from ..errors import InboxError, NotFound, StoreUnavailable
 from ..inbox import Inbox
 from ..models import OUTCOMES, Classification, EventSummary
@@ -298,7 +297,7 @@ def create_dashboard(
     async def unavailable(request: Request, error: Exception) -> Response:
         return fail(request, 503, "The inbox is unavailable", str(error))
 
-    approvals = Approvals(inbox)
+    approvals = inbox.approvals
     kit = PageKit(prefix, ACTOR, page, flash, action)
     routes = [
         *approval_routes(approvals, kit, redactor),
