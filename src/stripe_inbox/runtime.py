@@ -24,22 +24,12 @@ Loop = Callable[[], Awaitable[None]]
 
 
 class Runtime:
-    def __init__(
-        self,
-        inbox: Inbox,
-        faces: Mapping[str, Loop] | None = None,
-        *,
-        upkeep: bool = True,
-        index_in_worker_process: bool = False,
-    ) -> None:
+    def __init__(self, inbox: Inbox, faces: Mapping[str, Loop] | None = None, *, upkeep: bool = True) -> None:
         """`faces`: the loops of the faces served, by name. `upkeep`: watch the inbox (`[alerts]`), lapse approvals
-        and prune by `retention_days`, as `serve` does. `index_in_worker_process`: read what search knows of each
-        event in a worker process, so that Python work does not take the GIL from the ingress (the commands that
-        serve); otherwise a thread does."""
+        and prune by `retention_days`, as `serve` does."""
         self.inbox = inbox
         self.faces = dict(faces or {})
         self.upkeep = upkeep
-        self.index_in_worker_process = index_in_worker_process
 
     def loops(self) -> dict[str, Loop]:
         inbox = self.inbox
@@ -56,8 +46,6 @@ class Runtime:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
         """Every loop running, each under supervision, until the block ends."""
-        if self.index_in_worker_process:
-            self.inbox.indexer.in_worker_process = True
         async with anyio.create_task_group() as group:
             for name, loop in self.loops().items():
                 group.start_soon(self.inbox.loops.supervise, name, loop)

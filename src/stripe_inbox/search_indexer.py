@@ -42,9 +42,9 @@ class SearchIndexer:
         """`committing`: how many deliveries wait for their commit now (Inbox.committing)."""
         self.store = store
         self._committing = committing
-        # The runtime of a command that serves (`serve`, `mcp`) sets this: run() then reads what search knows of each
-        # event out of its payload in a worker process, since on the event loop's own interpreter that Python work
-        # would take the GIL from the ingress. Elsewhere (an inbox opened in another program, the tests) a thread does.
+        # The commands that serve (`serve`, `mcp`) set this: run() then reads what search knows of each event out
+        # of its payload in a worker process, since on the event loop's own interpreter that Python work would
+        # take the GIL from the ingress. Elsewhere (an inbox opened in another program, the tests) a thread does.
         self.in_worker_process = False
         self._worker: anyio.CapacityLimiter | None = None
         self._reading = anyio.Lock()  # readers share one catch-up: those that come meanwhile find the queue done

@@ -118,7 +118,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
 async def serve_stdio(inbox: Inbox, channel: bool = False) -> None:
     """`stripe-inbox mcp`: the server over stdio, with the runtime's loops but no upkeep (that is `serve`'s)."""
     server = InboxServer(inbox, channel=channel)
-    async with Runtime(inbox, server.face_loops(), upkeep=False, index_in_worker_process=True).running():
+    async with Runtime(inbox, server.face_loops(), upkeep=False).running():
         await server.run_stdio_async()
 
 

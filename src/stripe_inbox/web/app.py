@@ -87,7 +87,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
         async with AsyncExitStack() as stack:
             if mcp_server is not None:
                 await stack.enter_async_context(mcp_server.session_manager.run())
-            await stack.enter_async_context(Runtime(inbox, faces, index_in_worker_process=True).running())
+            await stack.enter_async_context(Runtime(inbox, faces).running())
             yield
 
     if mcp_server is not None and mcp_server.auth_provider is not None and inbox.settings.mcp_token:
