@@ -68,7 +68,7 @@ class Inbox:
         self.settings = settings
         self.secrets = settings.webhook_secrets
         self.filter = EventFilter(settings.events)
-        self.outbox = Outbox(store, settings)
+        self.outbox = Outbox(store, settings.outbox, settings.all_channels, settings.tickets)
         self.approvals = Approvals(store, settings, self.outbox)
         self.feed = ChangeFeed(store)
         # The process's background loops (runtime.py starts them) each run under it; /healthz reads it.

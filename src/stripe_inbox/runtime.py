@@ -32,11 +32,11 @@ class Runtime:
         self.upkeep = upkeep
 
     def loops(self) -> dict[str, Loop]:
-        inbox = self.inbox
+        inbox, settings = self.inbox, self.inbox.settings
         loops: dict[str, Loop] = {
             "changes": inbox.feed.follow,
             "outbox": inbox.outbox.run,
-            "forwarder": Forwarder(inbox.store, inbox.settings, lambda: inbox.committing).run,
+            "forwarder": Forwarder(inbox.store, settings.outbox, settings.forward, lambda: inbox.committing).run,
             "indexer": inbox.indexer.run,
         }
         if self.upkeep:

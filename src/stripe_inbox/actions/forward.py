@@ -23,8 +23,9 @@ from .destinations import NAME_PATTERN as NAME_PATTERN
 from .poster import Poster, PostFailed
 
 if TYPE_CHECKING:
-    from ..settings import Settings
     from ..stores import Store
+    from .destinations import ForwardDestination
+    from .retries import OutboxPolicy
 
 log = logging.getLogger("stripe_inbox.forward")
 
@@ -99,17 +100,23 @@ class Forwarder:
     answers that came in and claims what is due, in one transaction; a destination that keeps failing is paused
     and probed without slowing the others."""
 
-    def __init__(self, store: Store, settings: Settings, committing: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: OutboxPolicy,
+        destinations: Sequence[ForwardDestination],
+        committing: Callable[[], int] = lambda: 0,
+    ) -> None:
         """`committing`: how many deliveries wait for their commit now (Inbox.committing)."""
         self.store = store
         self._committing = committing
-        self.policy = settings.outbox
-        self.pause = PausePolicy(settings.outbox.pause_after_failures, settings.outbox.pause_seconds)
-        self.destinations = {destination.name: destination for destination in settings.forward}
-        self._secrets = {destination.name: destination.secrets() for destination in settings.forward}
+        self.policy = policy
+        self.pause = PausePolicy(policy.pause_after_failures, policy.pause_seconds)
+        self.destinations = {destination.name: destination for destination in destinations}
+        self._secrets = {destination.name: destination.secrets() for destination in destinations}
         self._claimed: Counter[str] = Counter()  # claimed and not yet answered, per destination
         self._slots = {name: anyio.Semaphore(IN_FLIGHT_PER_DESTINATION) for name in self.destinations}
-        slowest = max((destination.timeout_seconds for destination in settings.forward), default=10.0)
+        slowest = max((destination.timeout_seconds for destination in destinations), default=10.0)
         # Long enough for a live sender to work through what it claimed, even at the slowest destination's timeout.
         self.lease_seconds = slowest * (CLAIMED_AHEAD / IN_FLIGHT_PER_DESTINATION + 1) + LEASE_MARGIN_SECONDS
         self._retired: set[str] = set()  # destinations with forwards queued that are no longer configured
