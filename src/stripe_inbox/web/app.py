@@ -3,8 +3,8 @@ dashboard at /ui/."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -37,6 +37,52 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
     sessions = DashboardSessions(inbox.settings.mcp_token, inbox.store)
     scrapers = Access(inbox.settings.mcp_token, "/metrics", sessions)  # /metrics follows the rule of /mcp
 
+    async def metrics_endpoint(request: Request) -> Response:
+        try:
+            scrapers.check_bearer(request)
+        except Forbidden as refusal:
+            return PlainTextResponse(f"403 Forbidden: {refusal}", status_code=403)
+        except Unauthorized as refusal:
+            headers = {"www-authenticate": "Bearer"}
+            return PlainTextResponse(f"401 Unauthorized: {refusal}", status_code=401, headers=headers)
+        counts = await inbox.store.counts()
+        forwards = await inbox.store.forward_counts()
+        return Response(metrics.render(counts, await inbox.stats(), forwards), media_type=CONTENT_TYPE)
+
+    async def to_dashboard(request: Request) -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    routes: list[Route | Mount] = [
+        Route("/healthz", _health(inbox), methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/", to_dashboard, methods=["GET"]),
+        Route("/ui", to_dashboard, methods=["GET"]),
+        Mount("/ui", app=create_dashboard(inbox, "/ui", sessions, SignInThrottle())),
+    ]
+
+    if mcp_server is not None and mcp_server.auth_provider is not None and inbox.settings.mcp_token:
+        # Ahead of /ui: the consent page lives under it, where the dashboard's session cookie reaches.
+        routes[:0] = oauth_routes(mcp_server.auth_provider, inbox.settings.mcp_token, sessions, "/ui")
+    if mcp_server is not None:
+        mcp_app = mcp_server.streamable_http_app(
+            streamable_http_path="/mcp",
+            transport_security=_transport_security(inbox.settings.mcp_token is not None),
+        )
+        routes.append(Mount("/", app=_without_header_whitespace(mcp_app)))
+    rest = Starlette(routes=routes, lifespan=_running(inbox, mcp_server))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in PATHS:
+            await ingress(scope, receive, send)
+        else:
+            await rest(scope, receive, send)
+
+    return app
+
+
+def _health(inbox: Inbox) -> Callable[[Request], Awaitable[Response]]:
+    """GET /healthz: the store answers and no background loop is down or crash-looping."""
+
     async def healthz(request: Request) -> Response:
         try:
             await inbox.store.ping()
@@ -57,32 +103,15 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             )
         return JSONResponse({"status": "ok"})
 
-    async def metrics_endpoint(request: Request) -> Response:
-        try:
-            scrapers.check_bearer(request)
-        except Forbidden as refusal:
-            return PlainTextResponse(f"403 Forbidden: {refusal}", status_code=403)
-        except Unauthorized as refusal:
-            headers = {"www-authenticate": "Bearer"}
-            return PlainTextResponse(f"401 Unauthorized: {refusal}", status_code=401, headers=headers)
-        counts = await inbox.store.counts()
-        forwards = await inbox.store.forward_counts()
-        return Response(metrics.render(counts, await inbox.stats(), forwards), media_type=CONTENT_TYPE)
+    return healthz
 
-    async def to_dashboard(request: Request) -> Response:
-        return RedirectResponse("/ui/", status_code=307)
 
-    routes: list[Route | Mount] = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/", to_dashboard, methods=["GET"]),
-        Route("/ui", to_dashboard, methods=["GET"]),
-        Mount("/ui", app=create_dashboard(inbox, "/ui", sessions, SignInThrottle())),
-    ]
+def _running(inbox: Inbox, mcp_server: InboxServer | None) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: served, it runs the inbox's runtime with or without MCP (the outbox, the forwards, the
+    index, upkeep), and the MCP server's own loops and sessions when there is one."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Served, the app runs the inbox's runtime, with or without MCP: the outbox, the forwards, the index.
         faces = mcp_server.face_loops() if mcp_server is not None else {}
         async with AsyncExitStack() as stack:
             if mcp_server is not None:
@@ -90,24 +119,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             await stack.enter_async_context(Runtime(inbox, faces).running())
             yield
 
-    if mcp_server is not None and mcp_server.auth_provider is not None and inbox.settings.mcp_token:
-        # Ahead of /ui: the consent page lives under it, where the dashboard's session cookie reaches.
-        routes[:0] = oauth_routes(mcp_server.auth_provider, inbox.settings.mcp_token, sessions, "/ui")
-    if mcp_server is not None:
-        mcp_app = mcp_server.streamable_http_app(
-            streamable_http_path="/mcp",
-            transport_security=_transport_security(inbox.settings.mcp_token is not None),
-        )
-        routes.append(Mount("/", app=_without_header_whitespace(mcp_app)))
-    rest = Starlette(routes=routes, lifespan=lifespan)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in PATHS:
-            await ingress(scope, receive, send)
-        else:
-            await rest(scope, receive, send)
-
-    return app
+    return lifespan
 
 
 def _without_header_whitespace(app: ASGIApp) -> ASGIApp:
