@@ -15,7 +15,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import ElicitRequestParams, ElicitResult
 
 from stripe_inbox import load_settings, open_inbox
-from stripe_inbox.approvals import Approvals, needs_confirmation
+from stripe_inbox.approvals import needs_confirmation
 from stripe_inbox.errors import InvalidArgument
 from stripe_inbox.events import IncomingEvent
 from stripe_inbox.settings import Settings
@@ -175,12 +175,12 @@ async def test_an_unanswered_approval_lapses_and_the_lapse_is_audited(
     async with open_inbox(load_settings(str(config), db=str(tmp_path / "inbox.db"))) as inbox:
         waiting = await inbox.notify("ops", "Dispute opened", event_id, None, "test")
         assert waiting.status == "awaiting_approval"
-        assert await Approvals(inbox).waiting() == []
+        assert await inbox.approvals.waiting() == []
         (note,) = await inbox.store.notifications(event_id)
         assert note.delivery.status == "rejected" and note.delivery.reason.startswith("lapsed")  # type: ignore[union-attr]
         assert (await inbox.store.audit_trail(event_id))[-1].action == "lapse"
         with pytest.raises(InvalidArgument, match="it is rejected"):
-            await Approvals(inbox).approve(1, "test")
+            await inbox.approvals.approve(1, "test")
     assert receiver.requests == []
 
 

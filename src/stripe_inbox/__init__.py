@@ -11,6 +11,7 @@ from .stores import Store, open_store
 
 if TYPE_CHECKING:
     from .mcp.server import create_mcp_server
+    from .runtime import Runtime
     from .web.app import create_app
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "InboxError",
     "InvalidArgument",
     "NotFound",
+    "Runtime",
     "Settings",
     "Store",
     "StoreUnavailable",
@@ -40,6 +42,10 @@ def __getattr__(name: str) -> Any:
         from .web.app import create_app
 
         return create_app
+    if name == "Runtime":
+        from .runtime import Runtime
+
+        return Runtime
     if name == "create_mcp_server":
         from .mcp.server import create_mcp_server
 

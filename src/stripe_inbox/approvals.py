@@ -9,12 +9,14 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
-from .actions.channels import CUSTOMER, ConfigModel, EmailChannel
-from .models import Approval
-from .stores import Audit
+from .actions.channels import ConfigModel, needs_confirmation
+from .models import Approval, DeliveryStatus
+from .stores import Audit, DeliveryKind
 
 if TYPE_CHECKING:
-    from .inbox import Inbox
+    from .actions.outbox import Outbox
+    from .settings import Settings
+    from .stores import Store
 
 APPROVALS_URL = "/ui/approvals"
 # What a person said when asked during the tool call; None: no one could be asked (or they dismissed it).
@@ -23,27 +25,27 @@ DECLINED = "declined by the person asked to confirm it"
 AWAITING = "awaiting a person's approval"
 
 
-def needs_confirmation(config: ConfigModel) -> bool:
-    if config.confirm is not None:
-        return config.confirm
-    return isinstance(config, EmailChannel) and config.to == CUSTOMER
-
-
-def where_to_approve(approval_id: int, timeout_minutes: float) -> str:
-    return (
-        f"{AWAITING}: `stripe-inbox approvals approve {approval_id}` (or `reject {approval_id}`), or the "
-        f"dashboard's approvals list at {APPROVALS_URL}; it lapses unsent after {timeout_minutes:g} minutes"
-    )
+def first_state(config: ConfigModel, consent: Consent | None) -> tuple[DeliveryStatus, str | None]:
+    """How a notification through `config` starts, and why: queued, unless a person must agree first and declined
+    when asked during the call (rejected) or could not be asked (awaiting approval)."""
+    if not needs_confirmation(config) or consent == "granted":
+        return "queued", None
+    if consent == "declined":
+        return "rejected", DECLINED
+    return "awaiting_approval", AWAITING
 
 
 class Approvals:
-    def __init__(self, inbox: Inbox) -> None:
-        self.inbox = inbox
-        self.store = inbox.store
+    """What waits for a person's answer, over the store; an approved one is sent through the outbox at once."""
+
+    def __init__(self, store: Store, settings: Settings, outbox: Outbox) -> None:
+        self.store = store
+        self.settings = settings
+        self.outbox = outbox
 
     @property
     def timeout(self) -> timedelta:
-        return timedelta(minutes=self.inbox.settings.approval_timeout_minutes)
+        return timedelta(minutes=self.settings.approval_timeout_minutes)
 
     async def waiting(self) -> list[Approval]:
         """What waits for a person, oldest first; what has waited too long lapses first."""
@@ -54,13 +56,22 @@ class Approvals:
         """How many wait for a person and have not lapsed: cheap enough for every page's navigation."""
         return await self.store.count_approvals(time.time() - self.timeout.total_seconds())
 
+    async def where_to_approve(self, kind: DeliveryKind, ref_id: int) -> str:
+        """What to tell the one who asked for a notification or ticket that now waits for a person."""
+        approval = await self.store.approval_of(kind, ref_id)
+        return (
+            f"{AWAITING}: `stripe-inbox approvals approve {approval.id}` (or `reject {approval.id}`), or the "
+            f"dashboard's approvals list at {APPROVALS_URL}; it lapses unsent after "
+            f"{self.settings.approval_timeout_minutes:g} minutes"
+        )
+
     async def approve(self, approval_id: int, actor: str) -> Approval:
         """Approve it and make the first attempt at once, as the tool call would have."""
         await self.lapse()
         decided = await self.store.decide(approval_id, True, None, time.time(), Audit(actor, "approve", {}))
         ref = decided.notification or decided.ticket
         assert ref is not None
-        await self.inbox.outbox.deliver_now(decided.kind, ref.id)
+        await self.outbox.deliver_now(decided.kind, ref.id)
         return self._with_deadline(await self.store.approval(approval_id))
 
     async def reject(self, approval_id: int, actor: str) -> Approval:
@@ -72,7 +83,7 @@ class Approvals:
     async def lapse(self) -> list[int]:
         """Reject, unsent, whatever has waited longer than `approval_timeout_minutes`."""
         now = time.time()
-        minutes = self.inbox.settings.approval_timeout_minutes
+        minutes = self.settings.approval_timeout_minutes
         return await self.store.lapse_approvals(
             now - self.timeout.total_seconds(),
             f"lapsed: no one approved it within {minutes:g} minutes",

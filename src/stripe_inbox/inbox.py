@@ -13,10 +13,10 @@ from typing import Any, Literal
 import anyio
 import stripe
 
-from .actions.channels import header_problem, recipient_for
-from .actions.forward import Forwarder
+from .actions.channels import header_problem, needs_confirmation, recipient_for
 from .actions.outbox import Outbox
-from .approvals import AWAITING, DECLINED, Consent, needs_confirmation, where_to_approve
+from .approvals import Approvals, Consent, first_state
+from .change_feed import ChangeFeed
 from .classify import classify
 from .errors import DeliveryRejected, InvalidArgument, NotFound
 from .events import EventFilter, IncomingEvent
@@ -24,12 +24,10 @@ from .filters import check_amount, currency_code, epoch, minor_units, query_word
 from .models import (
     OUTCOMES,
     PRIORITIES,
-    STATUSES,
     AckResult,
     ClaimResult,
     Classification,
     DeliveryState,
-    DeliveryStatus,
     EventDetail,
     EventPage,
     EventSummary,
@@ -43,6 +41,7 @@ from .models import (
 )
 from .search_indexer import SearchIndexer
 from .settings import Settings
+from .stats import tally
 from .stores import Audit, DeliveryKind, EventQuery, Store, StoredEvent, open_store
 from .stores.search import SEARCH_COUNT_CAP
 from .stripe import signature
@@ -69,18 +68,18 @@ class Inbox:
         self.settings = settings
         self.secrets = settings.webhook_secrets
         self.filter = EventFilter(settings.events)
-        self.outbox = Outbox(store, settings)
-        self.loops = Supervisor()  # every background loop of the process runs under it; /healthz reads it
+        self.outbox = Outbox(store, settings.outbox, settings.all_channels, settings.tickets)
+        self.approvals = Approvals(store, settings, self.outbox)
+        self.feed = ChangeFeed(store)
+        # The process's background loops (runtime.py starts them) each run under it; /healthz reads it.
+        self.loops = Supervisor()
         # Deliveries waiting for their commit: while there are several, the ingress is near what the machine can
         # take, and forwarding and indexing give way to it.
         self.committing = 0
-        self.forwarder = Forwarder(store, settings, lambda: self.committing)
         self.indexer = SearchIndexer(store, lambda: self.committing)
         store.forward_new_events([(destination.name, tuple(destination.events)) for destination in settings.forward])
         # Parsing needs a client but makes no request, so a placeholder key will do.
         self._stripe = stripe.StripeClient(settings.api_key or "sk_unused")
-        self._listeners: list[set[str]] = []  # what each `changes()` consumer has yet to take
-        self._changed = anyio.Event()  # set, and replaced, at every change
 
     # -- ingress ---------------------------------------------------------------------------------
 
@@ -248,13 +247,7 @@ class Inbox:
             return None, f"could not fetch the full event: {error}"
 
     async def stats(self) -> Stats:
-        counts, oldest = await self.store.counts(), await self.store.oldest_pending()
-        stats = _stats(counts, oldest, time.time(), await self.store.delivery_counts())
-        stats.forwards = dict.fromkeys(("queued", "sending", "sent", "failed"), 0)
-        for _, state, count in await self.store.forward_counts():
-            stats.forwards[state] += count
-        stats.unindexed = await self.store.unindexed()
-        return stats
+        return await tally(self.store, time.time())
 
     async def wait_for_events(self, timeout_seconds: float = 30, type: str | None = None) -> WaitResult:
         """Pending events of `type` as soon as there are any, or an empty result after the timeout."""
@@ -262,7 +255,7 @@ class Inbox:
             raise InvalidArgument(f"timeout_seconds must be between 0 and {MAX_WAIT_SECONDS}")
         with anyio.move_on_after(timeout_seconds):
             while True:
-                changed = self._changed  # taken before the read, so no change slips between the two
+                changed = self.feed.changed  # taken before the read, so no change slips between the two
                 page = await self.list_events(type=type, limit=MAX_PAGE)
                 if page.events:
                     return WaitResult(events=page.events, timed_out=False)
@@ -345,14 +338,9 @@ class Inbox:
             or hashlib.sha256("\0".join((event_id or "", channel, subject or "", message)).encode()).hexdigest()
         )
         arguments: dict[str, Any] = {"channel": channel, "event_id": event_id, "subject": subject}
-        status: DeliveryStatus = "queued"
-        reason = None
         if needs_confirmation(channels[channel]):
             arguments["confirmed"] = consent or "not asked"
-            if consent == "declined":
-                status, reason = "rejected", DECLINED
-            elif consent is None:
-                status, reason = "awaiting_approval", AWAITING
+        status, reason = first_state(channels[channel], consent)
         audit = Audit(actor, "notify", arguments)
         notification, created = await self.store.add_notification(
             channel, message, subject, recipient, event_id, key, time.time(), audit, status, reason
@@ -362,8 +350,7 @@ class Inbox:
             notification = await self.store.notification(notification.id)
         reason = notification.delivery.reason
         if notification.delivery.status == "awaiting_approval":
-            approval = await self.store.approval_of("notification", notification.id)
-            reason = where_to_approve(approval.id, self.settings.approval_timeout_minutes)
+            reason = await self.approvals.where_to_approve("notification", notification.id)
         return NotifyResult(
             status="queued" if notification.delivery.status == "sending" else notification.delivery.status,
             reason=reason,
@@ -475,47 +462,9 @@ class Inbox:
             raise InvalidArgument("--acked-older-than must be a number of days, 0 or more")
         return await self.store.prune(time.time() - acked_older_than_days * 86400)
 
-    # -- change notification ---------------------------------------------------------------------
-
-    async def follow_changes(self) -> None:
-        """Hand every change to the inbox, made here or by another process (serve replicas, the CLI, other
-        agents), to this process's waiters and `changes()` consumers. One runs per process."""
-        async for changed in self.store.watch_changes():
-            for pending in self._listeners:
-                pending.update(changed)
-            self._changed.set()
-            self._changed = anyio.Event()
-
-    async def changes(self) -> AsyncIterator[set[str]]:
-        """The ids of the events changed since the last set this consumer took; needs follow_changes running."""
-        pending: set[str] = set()
-        self._listeners.append(pending)
-        try:
-            while True:
-                while not pending:
-                    await self._changed.wait()
-                changed = set(pending)
-                pending.clear()
-                yield changed
-        finally:
-            self._listeners.remove(pending)
-
-
-def _stats(
-    counts: list[tuple[str, str, int]], oldest_pending: float | None, now: float, actions: dict[str, int]
-) -> Stats:
-    by_status = dict.fromkeys(STATUSES, 0)
-    by_type: dict[str, int] = {}
-    for status, event_type, count in counts:
-        by_status[status] += count
-        by_type[event_type] = by_type.get(event_type, 0) + count
-    return Stats(
-        total=sum(by_status.values()),
-        by_status=by_status,
-        by_type=by_type,
-        oldest_pending_age_seconds=None if oldest_pending is None else round(now - oldest_pending, 3),
-        actions=actions,
-    )
+    def changes(self) -> AsyncIterator[set[str]]:
+        """The ids of the events changed since the last set this consumer took, while the runtime runs."""
+        return self.feed.changes()
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...], what: str = "one of") -> None:

@@ -18,10 +18,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .actions.channels import ChannelConfig, LogChannel
-from .actions.forward import ForwardDestination
+from .actions.channels import ChannelConfig, LogChannel, needs_confirmation
+from .actions.destinations import ForwardDestination
+from .actions.retries import OutboxPolicy
 from .actions.trackers import TrackerConfig
-from .approvals import needs_confirmation
 from .errors import ConfigError
 from .events import EventFilter, check_patterns
 from .models import PRIORITIES, Priority
@@ -49,19 +49,6 @@ ENVIRONMENT: dict[str, str] = {
     "STRIPE_INBOX_MCP_TOKEN": "mcp_token",
     "STRIPE_INBOX_PUBLIC_URL": "public_url",
 }
-
-
-class OutboxPolicy(BaseModel):
-    """How undelivered notifications and tickets are retried: exponential backoff, bounded attempts."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    max_attempts: int = Field(default=8, ge=1, le=100)
-    retry_base_seconds: float = Field(default=5.0, gt=0, le=SECONDS_A_DAY)
-    retry_max_seconds: float = Field(default=3600.0, gt=0, le=7 * SECONDS_A_DAY)
-    # A forward destination that fails this many times in a row is paused for pause_seconds, then probed.
-    pause_after_failures: int = Field(default=5, ge=1, le=1000)
-    pause_seconds: float = Field(default=60.0, gt=0, le=SECONDS_A_DAY)
 
 
 class HttpLimits(BaseModel):

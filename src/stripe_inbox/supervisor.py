@@ -47,10 +47,23 @@ class Supervisor:
         self.max_backoff = max_backoff
         self.stable_seconds = stable_seconds
         self.loops: dict[str, LoopHealth] = {}
+        self._running: set[str] = set()
 
     async def supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run `run` for ever: whenever it fails (or returns, which a loop should never do), log it and start it
-        again after a backoff that doubles with each failure in a row, up to `max_backoff`."""
+        again after a backoff that doubles with each failure in a row, up to `max_backoff`. One loop runs under
+        each name: asked to start another while it runs (the runtime started twice in one process), this returns
+        at once."""
+        if name in self._running:
+            log.debug("background loop %s runs already", name)
+            return
+        self._running.add(name)
+        try:
+            await self._keep_running(name, run)
+        finally:
+            self._running.discard(name)
+
+    async def _keep_running(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         health = self.loops.setdefault(name, LoopHealth(name))
         while True:
             started = time.monotonic()

@@ -10,7 +10,6 @@ import time
 import anyio
 
 from .alerts import Alerts
-from .approvals import Approvals
 from .errors import InboxError
 from .inbox import Inbox
 from .stores import Audit
@@ -38,7 +37,7 @@ class Upkeep:
             await anyio.sleep(self.interval)
 
     async def once(self) -> None:
-        await Approvals(self.inbox).lapse()
+        await self.inbox.approvals.lapse()
         if self.alerts is not None:
             await self.alerts.check()
         await self.retain()

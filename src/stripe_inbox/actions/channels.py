@@ -34,7 +34,7 @@ Address = Annotated[str, Field(pattern=PLAIN_ADDRESS, description="one plain ema
 class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Where a message leaves for someone outside, a person may want to agree first; see approvals.py.
+    # Where a message leaves for someone outside, a person may want to agree first: see needs_confirmation.
     confirm: bool | None = Field(default=None, description="send only after a person agreed")
 
     @model_validator(mode="after")
@@ -83,6 +83,14 @@ class WebhookChannel(ConfigModel):
 
 
 ChannelConfig = Annotated[LogChannel | SlackChannel | EmailChannel | WebhookChannel, Field(discriminator="type")]
+
+
+def needs_confirmation(config: ConfigModel) -> bool:
+    """Whether what this channel or tracker sends waits for a person's approval: as `confirm` says, else only an
+    e-mail to the customer does."""
+    if config.confirm is not None:
+        return config.confirm
+    return isinstance(config, EmailChannel) and config.to == CUSTOMER
 
 
 class Message(BaseModel):

@@ -1,11 +1,10 @@
-"""Forwarding to the handlers people already run: the [[forward]] destinations, the request each gets (the exact
+"""Forwarding to the handlers people already run (the [[forward]] destinations): the request each gets (the exact
 stored bytes, signed in Stripe's own scheme with the destination's secret, so `stripe.Webhook.construct_event`
 accepts it unchanged), and the delivery loop every server process runs over the outbox's forwards."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -14,23 +13,23 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from ..errors import StoreUnavailable
-from ..events import check_patterns
 from ..stores.forwarding import ForwardDelivery, ForwardOutcome, Health, PausePolicy
 from ..stripe.signature import sign
+
+# The cli still imports the destination's name pattern from here; its new package should take it from destinations.
 from .poster import Poster, PostFailed
 
 if TYPE_CHECKING:
-    from ..settings import Settings
     from ..stores import Store
+    from .destinations import ForwardDestination
+    from .retries import OutboxPolicy
 
 log = logging.getLogger("stripe_inbox.forward")
 
 
 USER_AGENT = "stripe-inbox (forwarding a Stripe webhook)"
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 IN_FLIGHT_PER_DESTINATION = 8  # requests at once to one destination, each on a kept-alive connection
 # Forwards claimed per destination ahead of the requests, so one round's claim keeps the connections busy until the
 # next round; a slow or paused destination holds no more than this, the others keep their own.
@@ -51,28 +50,6 @@ MIN_RATE, MAX_RATE = 20.0, 20_000.0  # requests started per second
 IDLE_POLL_SECONDS = 1.0  # how soon forwards queued by another process (SQLite) are noticed
 RELEASE_SECONDS = 5.0  # at shutdown, how long handing unanswered forwards back may take
 ERROR_BODY_CHARS = 200
-
-
-class ForwardDestination(BaseModel):
-    """A `[[forward]]` table: an existing webhook handler that gets every new event its patterns take."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=NAME_PATTERN, description="how replays and the outbox name it")
-    url: HttpUrl
-    events: list[str] = Field(default_factory=lambda: ["*"])
-    secret_env: str = Field(description="environment variable holding the destination's whsec_… secret")
-    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
-
-    @field_validator("events")
-    @classmethod
-    def _check_events(cls, patterns: list[str]) -> list[str]:
-        return check_patterns(patterns)
-
-    def secrets(self) -> list[str]:
-        """The signing secrets, read from the environment at start-up and kept in memory only; several
-        (comma-separated) sign with each, as Stripe does while a secret is being rolled."""
-        return [entry.strip() for entry in os.environ.get(self.secret_env, "").split(",")]
 
 
 def signature_header(payload: bytes, secrets: Sequence[str], timestamp: int | None = None) -> str:
@@ -122,17 +99,23 @@ class Forwarder:
     answers that came in and claims what is due, in one transaction; a destination that keeps failing is paused
     and probed without slowing the others."""
 
-    def __init__(self, store: Store, settings: Settings, committing: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: OutboxPolicy,
+        destinations: Sequence[ForwardDestination],
+        committing: Callable[[], int] = lambda: 0,
+    ) -> None:
         """`committing`: how many deliveries wait for their commit now (Inbox.committing)."""
         self.store = store
         self._committing = committing
-        self.policy = settings.outbox
-        self.pause = PausePolicy(settings.outbox.pause_after_failures, settings.outbox.pause_seconds)
-        self.destinations = {destination.name: destination for destination in settings.forward}
-        self._secrets = {destination.name: destination.secrets() for destination in settings.forward}
+        self.policy = policy
+        self.pause = PausePolicy(policy.pause_after_failures, policy.pause_seconds)
+        self.destinations = {destination.name: destination for destination in destinations}
+        self._secrets = {destination.name: destination.secrets() for destination in destinations}
         self._claimed: Counter[str] = Counter()  # claimed and not yet answered, per destination
         self._slots = {name: anyio.Semaphore(IN_FLIGHT_PER_DESTINATION) for name in self.destinations}
-        slowest = max((destination.timeout_seconds for destination in settings.forward), default=10.0)
+        slowest = max((destination.timeout_seconds for destination in destinations), default=10.0)
         # Long enough for a live sender to work through what it claimed, even at the slowest destination's timeout.
         self.lease_seconds = slowest * (CLAIMED_AHEAD / IN_FLIGHT_PER_DESTINATION + 1) + LEASE_MARGIN_SECONDS
         self._retired: set[str] = set()  # destinations with forwards queued that are no longer configured

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 import anyio
 
 from ..errors import DeliveryFailed, StoreUnavailable
 from ..models import DeliveryStatus
-from ..settings import Settings
 from ..stores import Delivery, DeliveryKind, Store
-from .channels import Message, one_line, send
-from .trackers import TicketRequest, TrackerReceipt, forward
+from .channels import ChannelConfig, Message, one_line, send
+from .retries import OutboxPolicy
+from .trackers import TicketRequest, TrackerConfig, TrackerReceipt, forward
 
 log = logging.getLogger("stripe_inbox.outbox")
 
@@ -23,9 +24,18 @@ BATCH = 20
 
 
 class Outbox:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: OutboxPolicy,
+        channels: Mapping[str, ChannelConfig],
+        tracker: TrackerConfig | None,
+    ) -> None:
+        """`channels`: the configured channels, by name; `tracker`: the ticket tracker, if one is configured."""
         self.store = store
-        self.settings = settings
+        self.policy = policy
+        self.channels = channels
+        self.tracker = tracker
 
     async def deliver_now(self, kind: DeliveryKind, ref_id: int) -> None:
         """The first attempt, made while the tool call waits; later ones belong to `run`."""
@@ -62,7 +72,7 @@ class Outbox:
             receipt = await self._send(delivery)
         except DeliveryFailed as error:
             reason = str(error)
-            policy = self.settings.outbox
+            policy = self.policy
             if error.permanent or delivery.attempts >= policy.max_attempts:
                 status = "failed"
             else:
@@ -91,7 +101,7 @@ class Outbox:
     async def _send(self, delivery: Delivery) -> TrackerReceipt:
         event = delivery.event
         if delivery.ticket is not None:
-            tracker = self.settings.tickets
+            tracker = self.tracker
             if tracker is None:
                 raise DeliveryFailed("no ticket tracker is configured any more", permanent=True)
             ticket = delivery.ticket
@@ -108,7 +118,7 @@ class Outbox:
             )
         notification = delivery.notification
         assert notification is not None
-        channel = self.settings.all_channels.get(delivery.target)
+        channel = self.channels.get(delivery.target)
         if channel is None:
             raise DeliveryFailed(f"channel {delivery.target!r} is no longer configured", permanent=True)
         summary = event.summary() if event else None

@@ -21,10 +21,8 @@ def add_approvals(commands: Commands) -> None:
 
 
 def run_list(args: argparse.Namespace) -> None:
-    from ..approvals import Approvals
-
     async def work(inbox: Inbox) -> None:
-        waiting = await Approvals(inbox).waiting()
+        waiting = await inbox.approvals.waiting()
         if args.json:
             print(json.dumps([approval.model_dump(mode="json") for approval in waiting], indent=2))
             return
@@ -39,10 +37,8 @@ def run_list(args: argparse.Namespace) -> None:
 
 
 def run_approve(args: argparse.Namespace) -> None:
-    from ..approvals import Approvals
-
     async def work(inbox: Inbox) -> None:
-        approval = await Approvals(inbox).approve(args.approval_id, ACTOR)
+        approval = await inbox.approvals.approve(args.approval_id, ACTOR)
         why = f" ({approval.reason})" if approval.reason else ""
         print(f"approval {approval.id} approved: {approval.status}{why}")
 
@@ -50,10 +46,8 @@ def run_approve(args: argparse.Namespace) -> None:
 
 
 def run_reject(args: argparse.Namespace) -> None:
-    from ..approvals import Approvals
-
     async def work(inbox: Inbox) -> None:
-        approval = await Approvals(inbox).reject(args.approval_id, ACTOR)
+        approval = await inbox.approvals.reject(args.approval_id, ACTOR)
         print(f"approval {approval.id} rejected: nothing will be sent")
 
     with_inbox(args, work)

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import anyio
 import anyio.abc
 
-from ..actions.forward import NAME_PATTERN, post_signed
+from ..actions.destinations import NAME_PATTERN
+from ..actions.forward import post_signed
 from ..actions.poster import Poster
 from ..errors import ConfigError, InvalidArgument
 from ..events import EventFilter, check_patterns

@@ -87,7 +87,6 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
 
     from ..mcp.server import create_mcp_server
     from ..metrics import Metrics
-    from ..upkeep import Upkeep
     from ..web.app import create_app
 
     async with open_inbox(settings) as inbox:
@@ -106,10 +105,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
             file=sys.stderr,
             flush=True,
         )
-        async with anyio.create_task_group() as group:
-            group.start_soon(inbox.loops.supervise, "upkeep", Upkeep(inbox).run)
-            await server.serve(sockets=[sock])
-            group.cancel_scope.cancel()
+        await server.serve(sockets=[sock])  # the app's lifespan runs the runtime, upkeep included
 
 
 def _uvicorn_config(app: ASGIApp, limits: HttpLimits) -> uvicorn.Config:

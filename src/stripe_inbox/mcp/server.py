@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
 
-import anyio
 import mcp.types as types
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
@@ -23,6 +22,7 @@ from ..auth.scopes import SCOPES, require_scopes
 from ..inbox import Inbox
 from ..metrics import Metrics
 from ..presenter import Presenter
+from ..runtime import Loop, Runtime
 from .boundary import Boundary
 from .channel import ClaudeChannel
 from .prompts import register_prompts
@@ -52,7 +52,8 @@ class StaticTokenVerifier:
 
 
 class InboxServer(MCPServer):
-    """An MCPServer over one inbox; `running()` must be open while it serves clients."""
+    """An MCPServer over one inbox; the runtime with its `face_loops()` (`running()`, or the web app's lifespan)
+    must run while it serves clients."""
 
     def __init__(self, inbox: Inbox, metrics: Metrics | None = None, channel: bool = False) -> None:
         self.inbox = inbox
@@ -90,30 +91,25 @@ class InboxServer(MCPServer):
         register_resources(self, inbox, boundary)
         register_prompts(self, inbox, boundary)
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Follow the inbox's changes, made here or by any other process, and tell subscribed clients which
-        resources changed; deliver the outbox and the forwards; keep the search index."""
+    def face_loops(self) -> dict[str, Loop]:
+        """This server's own background loops, for the runtime: tell subscribed clients which resources changed,
+        and push into a Claude Code session when asked."""
 
         async def publish() -> None:
             async for changed in self.inbox.changes():
                 await self.notifier.updated(PENDING_URI, STATS_URI, *map(event_uri, sorted(changed)))
 
-        loops: dict[str, Callable[[], Awaitable[None]]] = {
-            "changes": self.inbox.follow_changes,
-            "subscriptions": publish,
-            "outbox": self.inbox.outbox.run,
-            "forwarder": self.inbox.forwarder.run,
-            "indexer": self.inbox.indexer.run,
-        }
+        loops: dict[str, Loop] = {"subscriptions": publish}
         if self.channel is not None:
             loops["channel"] = self.channel.run
-        # Each under supervision: one that fails is restarted alone, never taking the others or /mcp with it.
-        async with anyio.create_task_group() as group:
-            for name, loop in loops.items():
-                group.start_soon(self.inbox.loops.supervise, name, loop)
+        return loops
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The runtime with this server's loops, for a server in-process: the inbox's changes reach subscribed
+        clients, the outbox and the forwards are delivered, the search index kept. Upkeep is `serve`'s."""
+        async with Runtime(self.inbox, self.face_loops(), upkeep=False).running():
             yield
-            group.cancel_scope.cancel()
 
 
 def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServer:
@@ -121,8 +117,9 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
 
 
 async def serve_stdio(inbox: Inbox, channel: bool = False) -> None:
+    """`stripe-inbox mcp`: the server over stdio, with the runtime's loops but no upkeep (that is `serve`'s)."""
     server = InboxServer(inbox, channel=channel)
-    async with server.running():
+    async with Runtime(inbox, server.face_loops(), upkeep=False).running():
         await server.run_stdio_async()
 
 

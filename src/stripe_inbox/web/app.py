@@ -3,8 +3,8 @@ dashboard at /ui/."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -17,6 +17,7 @@ from ..errors import StoreUnavailable
 from ..inbox import Inbox
 from ..mcp.server import InboxServer
 from ..metrics import CONTENT_TYPE, Metrics
+from ..runtime import Runtime
 from .auth import Access, Forbidden, Unauthorized
 from .dashboard import create_dashboard
 from .ingress import PATHS, Ingress
@@ -29,11 +30,58 @@ LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"
 
 
 def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Metrics | None = None) -> ASGIApp:
-    """The ASGI app of `serve`. The inbox is opened (and closed) by the caller."""
+    """The ASGI app of `serve`. The inbox is opened (and closed) by the caller; served, the app's lifespan runs
+    the inbox's runtime (every background loop, upkeep too, and the MCP server's own)."""
     metrics = metrics or Metrics()
     ingress = Ingress(inbox, metrics)
     sessions = DashboardSessions(inbox.settings.mcp_token, inbox.store)
     scrapers = Access(inbox.settings.mcp_token, "/metrics", sessions)  # /metrics follows the rule of /mcp
+
+    async def metrics_endpoint(request: Request) -> Response:
+        try:
+            scrapers.check_bearer(request)
+        except Forbidden as refusal:
+            return PlainTextResponse(f"403 Forbidden: {refusal}", status_code=403)
+        except Unauthorized as refusal:
+            headers = {"www-authenticate": "Bearer"}
+            return PlainTextResponse(f"401 Unauthorized: {refusal}", status_code=401, headers=headers)
+        counts = await inbox.store.counts()
+        forwards = await inbox.store.forward_counts()
+        return Response(metrics.render(counts, await inbox.stats(), forwards), media_type=CONTENT_TYPE)
+
+    async def to_dashboard(request: Request) -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    routes: list[Route | Mount] = [
+        Route("/healthz", _health(inbox), methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/", to_dashboard, methods=["GET"]),
+        Route("/ui", to_dashboard, methods=["GET"]),
+        Mount("/ui", app=create_dashboard(inbox, "/ui", sessions, SignInThrottle())),
+    ]
+
+    if mcp_server is not None and mcp_server.auth_provider is not None and inbox.settings.mcp_token:
+        # Ahead of /ui: the consent page lives under it, where the dashboard's session cookie reaches.
+        routes[:0] = oauth_routes(mcp_server.auth_provider, inbox.settings.mcp_token, sessions, "/ui")
+    if mcp_server is not None:
+        mcp_app = mcp_server.streamable_http_app(
+            streamable_http_path="/mcp",
+            transport_security=_transport_security(inbox.settings.mcp_token is not None),
+        )
+        routes.append(Mount("/", app=_without_header_whitespace(mcp_app)))
+    rest = Starlette(routes=routes, lifespan=_running(inbox, mcp_server))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in PATHS:
+            await ingress(scope, receive, send)
+        else:
+            await rest(scope, receive, send)
+
+    return app
+
+
+def _health(inbox: Inbox) -> Callable[[Request], Awaitable[Response]]:
+    """GET /healthz: the store answers and no background loop is down or crash-looping."""
 
     async def healthz(request: Request) -> Response:
         try:
@@ -55,55 +103,23 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             )
         return JSONResponse({"status": "ok"})
 
-    async def metrics_endpoint(request: Request) -> Response:
-        try:
-            scrapers.check_bearer(request)
-        except Forbidden as refusal:
-            return PlainTextResponse(f"403 Forbidden: {refusal}", status_code=403)
-        except Unauthorized as refusal:
-            headers = {"www-authenticate": "Bearer"}
-            return PlainTextResponse(f"401 Unauthorized: {refusal}", status_code=401, headers=headers)
-        counts = await inbox.store.counts()
-        forwards = await inbox.store.forward_counts()
-        return Response(metrics.render(counts, await inbox.stats(), forwards), media_type=CONTENT_TYPE)
+    return healthz
 
-    async def to_dashboard(request: Request) -> Response:
-        return RedirectResponse("/ui/", status_code=307)
 
-    routes: list[Route | Mount] = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/", to_dashboard, methods=["GET"]),
-        Route("/ui", to_dashboard, methods=["GET"]),
-        Mount("/ui", app=create_dashboard(inbox, "/ui", sessions, SignInThrottle())),
-    ]
+def _running(inbox: Inbox, mcp_server: InboxServer | None) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: served, it runs the inbox's runtime with or without MCP (the outbox, the forwards, the
+    index, upkeep), and the MCP server's own loops and sessions when there is one."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if mcp_server is None:
+        faces = mcp_server.face_loops() if mcp_server is not None else {}
+        async with AsyncExitStack() as stack:
+            if mcp_server is not None:
+                await stack.enter_async_context(mcp_server.session_manager.run())
+            await stack.enter_async_context(Runtime(inbox, faces).running())
             yield
-            return
-        async with mcp_server.session_manager.run(), mcp_server.running():
-            yield
 
-    if mcp_server is not None and mcp_server.auth_provider is not None and inbox.settings.mcp_token:
-        # Ahead of /ui: the consent page lives under it, where the dashboard's session cookie reaches.
-        routes[:0] = oauth_routes(mcp_server.auth_provider, inbox.settings.mcp_token, sessions, "/ui")
-    if mcp_server is not None:
-        mcp_app = mcp_server.streamable_http_app(
-            streamable_http_path="/mcp",
-            transport_security=_transport_security(inbox.settings.mcp_token is not None),
-        )
-        routes.append(Mount("/", app=_without_header_whitespace(mcp_app)))
-    rest = Starlette(routes=routes, lifespan=lifespan)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in PATHS:
-            await ingress(scope, receive, send)
-        else:
-            await rest(scope, receive, send)
-
-    return app
+    return lifespan
 
 
 def _without_header_whitespace(app: ASGIApp) -> ASGIApp:

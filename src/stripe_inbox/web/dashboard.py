@@ -15,7 +15,6 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..approvals import Approvals
 from ..errors import StoreUnavailable
 from ..inbox import Inbox
 from ..presenter import Presenter
@@ -51,7 +50,7 @@ def create_dashboard(
     access = Access(inbox.settings.mcp_token, prefix, sessions)
     kit = PageKit(prefix, ACTOR, access, dashboard_templates(prefix))
     presenter = Presenter(inbox.settings.redact, inbox.triage)
-    approvals = Approvals(inbox)
+    approvals = inbox.approvals
 
     async def unavailable(request: Request, error: Exception) -> Response:
         return kit.fail(request, 503, "The inbox is unavailable", str(error))
