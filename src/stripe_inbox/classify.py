@@ -163,6 +163,23 @@ def _classify(
     )
 
 
+# What each kind of object adds to the signals: (signal, path under data.object, whether it is an epoch date).
+OBJECT_SIGNALS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "invoice": (("attempt_count", "attempt_count", False), ("next_retry", "next_payment_attempt", True)),
+    "dispute": (("dispute_reason", "reason", False), ("evidence_due", "evidence_details.due_by", True)),
+    "radar.early_fraud_warning": (("fraud_type", "fraud_type", False),),
+    "review": (("review_reason", "reason", False),),
+    "payout": (("failure_code", "failure_code", False), ("arrival_date", "arrival_date", True)),
+    "subscription": (
+        ("status", "status", False),
+        ("cancellation_reason", "cancellation_details.reason", False),
+        ("cancellation_feedback", "cancellation_details.feedback", False),
+        ("trial_end", "trial_end", True),
+    ),
+    "payment_intent": (("cancellation_reason", "cancellation_reason", False),),
+}
+
+
 def _signals(event: dict[str, Any], obj: dict[str, Any], policy: Policy) -> list[Signal]:
     found: list[Signal] = []
 
@@ -196,31 +213,10 @@ def _signals(event: dict[str, Any], obj: dict[str, Any], policy: Policy) -> list
     refunded = obj.get("amount_refunded")
     if obj.get("object") == "charge" and isinstance(refunded, int) and refunded and amount:
         add("amount_refunded", major_units(refunded, amount[2]), "data.object.amount_refunded")
-    if obj.get("object") == "invoice":
-        add("attempt_count", obj.get("attempt_count"), "data.object.attempt_count")
-        add("next_retry", _date(obj.get("next_payment_attempt")), "data.object.next_payment_attempt")
-    if obj.get("object") == "dispute":
-        add("dispute_reason", obj.get("reason"), "data.object.reason")
-        add(
-            "evidence_due",
-            _date(_dict(obj.get("evidence_details")).get("due_by")),
-            "data.object.evidence_details.due_by",
-        )
-    if obj.get("object") == "radar.early_fraud_warning":
-        add("fraud_type", obj.get("fraud_type"), "data.object.fraud_type")
-    if obj.get("object") == "review":
-        add("review_reason", obj.get("reason"), "data.object.reason")
-    if obj.get("object") == "payout":
-        add("failure_code", obj.get("failure_code"), "data.object.failure_code")
-        add("arrival_date", _date(obj.get("arrival_date")), "data.object.arrival_date")
-    if obj.get("object") == "subscription":
-        add("status", obj.get("status"), "data.object.status")
-        details = _dict(obj.get("cancellation_details"))
-        add("cancellation_reason", details.get("reason"), "data.object.cancellation_details.reason")
-        add("cancellation_feedback", details.get("feedback"), "data.object.cancellation_details.feedback")
-        add("trial_end", _date(obj.get("trial_end")), "data.object.trial_end")
-    if obj.get("object") == "payment_intent":
-        add("cancellation_reason", obj.get("cancellation_reason"), "data.object.cancellation_reason")
+    for name, path, as_date in OBJECT_SIGNALS.get(str(obj.get("object")), ()):
+        *parents, key = path.split(".")
+        value = _at(obj, parents).get(key)
+        add(name, _date(value) if as_date else value, f"data.object.{path}")
     if event.get("livemode") is False:
         add("test_mode", True, "livemode")
     add("account", event.get("account"), "account")
@@ -306,3 +302,9 @@ def _date(epoch: Any) -> str | None:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _at(obj: dict[str, Any], parents: list[str]) -> dict[str, Any]:
+    for name in parents:
+        obj = _dict(obj.get(name))
+    return obj
