@@ -142,7 +142,7 @@ class Widget:
     label: str
     input: Literal["text", "select", "number", "date"] = "text"
     placeholder: str = ""
-    lead: bool = False  # shown before the others (the search box)
+    lead: bool = False  # shown before the others (the status and the search box)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +170,7 @@ class Filter:
 
 # The work queue and its pages: what list_events took before search came, which may be given by position.
 SELECTION: tuple[Filter, ...] = (
-    Filter("status", Status, "pending", term=status_term, widget=Widget("Status", "select")),
+    Filter("status", Status, "pending", term=status_term, widget=Widget("Status", "select", lead=True)),
     Filter(
         "type",
         str | None,
