@@ -22,7 +22,6 @@ from stripe_inbox.stores import Audit, open_store
 from stripe_inbox.stripe.samples import SAMPLES, sample_event
 from stripe_inbox.web.app import create_app
 from stripe_inbox.web.chart import hourly_chart
-from stripe_inbox.web.filters import FILTERS, supported_filters
 
 from .conftest import SECRET, Server, cli_env, deliver, make_event, signed_headers, start_server, stop_server
 from .postgres import postgres_schema
@@ -191,13 +190,6 @@ async def test_redacted_without_reveal_unless_the_policy_allows(tmp_path: Path) 
             assert email not in (await ui.get("/ui/?status=all")).text
             refused = await ui.post(f"/ui/events/{event_id}/reveal", data={"csrf_token": csrf_of(page.text)})
             assert refused.status_code == 403 and email not in refused.text
-
-
-def test_the_form_shows_the_filters_list_events_takes() -> None:
-    def list_events(status: str = "pending", type: str | None = None, object_id: str | None = None) -> None: ...
-
-    assert [field.name for field in supported_filters(list_events)] == ["status", "type", "object_id"]
-    assert {"query", "email", "amount_gte", "created_after", "livemode"} <= {field.name for field in FILTERS}
 
 
 def test_the_chart_has_a_bar_per_hour_of_the_last_day() -> None:

@@ -20,7 +20,7 @@ from .change_feed import ChangeFeed
 from .classify import classify
 from .errors import DeliveryRejected, InvalidArgument, NotFound
 from .events import EventFilter, IncomingEvent
-from .filters import check_amount, currency_code, epoch, minor_units, query_words
+from .filters import MAX_PAGE, Terms, taking_filters
 from .models import (
     OUTCOMES,
     PRIORITIES,
@@ -48,7 +48,6 @@ from .stripe import signature
 from .stripe.api import StripeAPI, StripeAPIError
 from .supervisor import Supervisor
 
-MAX_PAGE = 100
 MAX_TIMELINE = 1000
 MAX_WAIT_SECONDS = 300
 MIN_LEASE_SECONDS, MAX_LEASE_SECONDS = 1, 3600
@@ -113,64 +112,20 @@ class Inbox:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def list_events(
-        self,
-        status: str = "pending",
-        type: str | None = None,
-        customer: str | None = None,
-        account: str | None = None,
-        limit: int = 20,
-        cursor: str | None = None,
-        *,
-        query: str | None = None,
-        object_id: str | None = None,
-        email: str | None = None,
-        amount_gte: float | None = None,
-        amount_lte: float | None = None,
-        currency: str | None = None,
-        created_after: str | None = None,
-        created_before: str | None = None,
-        livemode: bool | None = None,
-    ) -> EventPage:
-        if status not in ("pending", "acked", "all"):
-            raise InvalidArgument(f"status must be 'pending', 'acked' or 'all', not {status!r}")
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
-        if cursor is not None and not cursor.isdigit():
-            raise InvalidArgument(f"cursor {cursor!r} is not one that list_events returned")
-        after, before = epoch("created_after", created_after), epoch("created_before", created_before)
-        if after is not None and before is not None and after >= before:
-            raise InvalidArgument(f"created_after {created_after!r} must be before created_before {created_before!r}")
-        least, most = check_amount("amount_gte", amount_gte), check_amount("amount_lte", amount_lte)
-        if least is not None and most is not None and least > most:
-            raise InvalidArgument(f"amount_gte {amount_gte} must not be more than amount_lte {amount_lte}")
-        code = currency_code(currency)
-        if code is None and (least is not None or most is not None):
-            code = await self._only_currency("amount_gte" if least is not None else "amount_lte")
-        selection = EventQuery(
-            status=None if status == "all" else status,  # type: ignore[arg-type]
-            type=type or None,
-            customer=customer or None,
-            account=account or None,
-            limit=limit + 1,
-            after=None if cursor is None else int(cursor),
-            # The work queue reads oldest first; history reads newest first.
-            newest_first=status != "pending",
-            words=query_words(query),
-            object_id=object_id.strip() if object_id and object_id.strip() else None,
-            email=email.strip().lower() if email and email.strip() else None,
-            currency=code,
-            # Without a currency no event holds an amount: the bound matches nothing, whatever its units.
-            amount_gte=None if least is None else minor_units(least, code or "usd", round_up=True),
-            amount_lte=None if most is None else minor_units(most, code or "usd", round_up=False),
-            created_after=after,
-            created_before=before,
-            livemode=livemode,
-        )
+    @taking_filters
+    async def list_events(self, given: dict[str, Any]) -> EventPage:
+        """A page of events by the filters of filters.py: pending ones oldest first (the work queue), others newest
+        first."""
+        terms = Terms.of(given)
+        amount = terms.amount_without_currency()
+        held = await self._only_currency(amount) if amount is not None else None
+        # The work queue reads oldest first; history reads newest first.
+        selection = EventQuery(**terms.priced(held), newest_first=given["status"] != "pending")
         if selection.indexed:
             await self.indexer.read_your_writes()
         total = await self.store.count_events(selection)
         rows = await self.store.list_events(selection, total)
+        limit = given["limit"]
         page = rows[:limit]
         capped = selection.searches and total > SEARCH_COUNT_CAP
         return EventPage(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any, Literal, get_args, get_origin
 
 from ..errors import StoreUnavailable
+from ..filters import FILTERS, SEARCH, SELECTION, Filter
 from ..inbox import Inbox
 from ..models import OUTCOMES, DeliveryState, EventDetail
 from ..presenter import resolution_note
@@ -34,44 +36,46 @@ def add_events(commands: Commands) -> Commands:
 
 def _add_list(events: Commands) -> None:
     listing = add_command(events, "list", run_list, "list events")
-    listing.add_argument("--status", choices=["pending", "acked", "all"], default="pending")
-    listing.add_argument("--type")
-    listing.add_argument("--customer")
-    listing.add_argument("--account", help="a Connect account, acct_…")
-    listing.add_argument("--limit", type=positive, default=20)
+    _add_flags(listing, SELECTION)
     listing.add_argument("--json", action="store_true", help="print the page as JSON")
-    listing.add_argument("--query", help="full text: ids (or their ends), e-mails, names, descriptions, messages")
-    listing.add_argument("--object", metavar="ID", help="any Stripe id the event is about: in_…, pi_…, ch_…, sub_…")
-    listing.add_argument("--email")
-    listing.add_argument("--amount-gte", type=float, metavar="AMOUNT", help="in major units, e.g. 500")
-    listing.add_argument("--amount-lte", type=float, metavar="AMOUNT")
-    listing.add_argument("--currency", help="e.g. usd (needed with an amount when the events hold several)")
-    listing.add_argument("--created-after", metavar="WHEN", help="ISO 8601 date or date-time (UTC if no offset)")
-    listing.add_argument("--created-before", metavar="WHEN")
-    listing.add_argument(
-        "--livemode", nargs="?", const="true", choices=["true", "false"], help="live events only, or test (false)"
-    )
+    _add_flags(listing, SEARCH)
+
+
+def _add_flags(listing: argparse.ArgumentParser, filters: tuple[Filter, ...]) -> None:
+    for each in filters:
+        if each.flag is not None:
+            name = each.flag.flag or "--" + each.name.replace("_", "-")
+            reading = _reading(each.type)
+            listing.add_argument(
+                name, dest=each.name, default=each.default, metavar=each.flag.metavar, help=each.flag.help, **reading
+            )
+
+
+def _reading(kind: Any) -> dict[str, Any]:
+    """How argparse reads a flag whose filter takes `kind`."""
+    if get_origin(kind) is Literal:
+        return {"choices": get_args(kind)}
+    if bool in get_args(kind):  # the flag alone means true
+        return {"nargs": "?", "const": "true", "choices": ["true", "false"]}
+    if kind is int:
+        return {"type": positive}
+    if float in get_args(kind):
+        return {"type": float}
+    return {}
+
+
+def _given(each: Filter, value: Any) -> Any:
+    """A flag's value as its filter takes it."""
+    if value is not None and bool in get_args(each.type):
+        return value == "true"
+    return value
 
 
 def run_list(args: argparse.Namespace) -> None:
     async def work(inbox: Inbox) -> None:
         await _index_what_no_one_indexes(inbox)
-        page = await inbox.list_events(
-            args.status,
-            args.type,
-            args.customer,
-            args.account,
-            args.limit,
-            query=args.query,
-            object_id=args.object,
-            email=args.email,
-            amount_gte=args.amount_gte,
-            amount_lte=args.amount_lte,
-            currency=args.currency,
-            created_after=args.created_after,
-            created_before=args.created_before,
-            livemode=None if args.livemode is None else args.livemode == "true",
-        )
+        given = {each.name: _given(each, getattr(args, each.name)) for each in FILTERS if each.flag is not None}
+        page = await inbox.list_events(**given)
         _unindexed_note(page.unindexed)
         if args.json:
             print(page.model_dump_json(indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Resolve
@@ -14,6 +14,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from ..auth.agents import bound_agent
+from ..filters import taking_filters
 from ..inbox import MAX_LEASE_SECONDS, MAX_PAGE, MAX_WAIT_SECONDS, MIN_LEASE_SECONDS, Inbox
 from ..models import (
     AckResult,
@@ -78,42 +79,10 @@ class InboxTools:
         self.inbox = inbox
 
     @tool("List events", READS_THE_INBOX)
-    async def list_events(
-        self,
-        status: Literal["pending", "acked", "all"] = "pending",
-        type: Annotated[str | None, Field(description="exact event type, e.g. invoice.payment_failed")] = None,
-        customer: Annotated[str | None, Field(description="cus_...")] = None,
-        account: Annotated[str | None, Field(description="Connect account, acct_...")] = None,
-        limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 20,
-        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
-        query: Annotated[str | None, Field(description="words, ids (or their ends), e-mails, names, messages")] = None,
-        object_id: Annotated[str | None, Field(description="any id it is about: in_, pi_, ch_, sub_, du_...")] = None,
-        email: str | None = None,
-        amount_gte: Annotated[float | None, Field(description="major units")] = None,
-        amount_lte: float | None = None,
-        currency: Annotated[str | None, Field(description="e.g. usd; needed if several")] = None,
-        created_after: Annotated[str | None, Field(description="ISO 8601, UTC if no offset")] = None,
-        created_before: str | None = None,
-        livemode: bool | None = None,
-    ) -> EventPage:
+    @taking_filters
+    async def list_events(self, given: dict[str, Any]) -> EventPage:
         """Events in the inbox: pending ones oldest first (the work queue), others newest first. Filters combine."""
-        return await self.inbox.list_events(
-            status,
-            type,
-            customer,
-            account,
-            limit,
-            cursor,
-            query=query,
-            object_id=object_id,
-            email=email,
-            amount_gte=amount_gte,
-            amount_lte=amount_lte,
-            currency=currency,
-            created_after=created_after,
-            created_before=created_before,
-            livemode=livemode,
-        )
+        return await self.inbox.list_events(**given)
 
     # A thin event's full event is fetched from Stripe's API.
     @tool(

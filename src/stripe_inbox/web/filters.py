@@ -1,67 +1,64 @@
-"""The search form of the dashboard's lists: every filter DESIGN §8 names, of which the form shows those that
-`Inbox.list_events` takes, so a filter the inbox learns appears on the page without a change here."""
+"""The search form of the dashboard's lists: a field for each filter of filters.py that has a widget, the search box
+first, each reading its text by the type its filter takes."""
 
 from __future__ import annotations
 
-import inspect
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from ..errors import InvalidArgument
-
-InputKind = Literal["text", "select", "number", "date"]
-STATUSES = ("pending", "acked", "all")
-
-
-def _text(raw: str) -> str:
-    return raw
-
-
-def _number(raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise InvalidArgument(f"{raw!r} is not an amount") from None
-
-
-def _boolean(raw: str) -> bool:
-    if raw not in ("true", "false"):
-        raise InvalidArgument(f"livemode must be 'true' or 'false', not {raw!r}")
-    return raw == "true"
+from ..filters import FILTERS, Filter, Widget
 
 
 @dataclass(frozen=True, slots=True)
 class FilterField:
     name: str  # the list_events argument, and the query-string key
     label: str
-    input: InputKind = "text"
-    choices: tuple[str, ...] = ()  # for a select; "" (any) comes first unless the field has a default
-    placeholder: str = ""
-    parse: Callable[[str], Any] = _text
+    input: Literal["text", "select", "number", "date"]
+    choices: tuple[str, ...]  # for a select; "" (any) comes first unless the filter has a default
+    placeholder: str
+    parse: Callable[[str], Any]
 
 
-FILTERS: tuple[FilterField, ...] = (
-    FilterField("status", "Status", "select", STATUSES),
-    FilterField("query", "Search", placeholder="ids, e-mails, names, messages…"),
-    FilterField("type", "Type", placeholder="invoice.payment_failed"),
-    FilterField("customer", "Customer", placeholder="cus_…"),
-    FilterField("account", "Account", placeholder="acct_…"),
-    FilterField("object_id", "Object", placeholder="in_…, pi_…, ch_…"),
-    FilterField("email", "E-mail"),
-    FilterField("amount_gte", "Amount ≥", "number", parse=_number),
-    FilterField("amount_lte", "Amount ≤", "number", parse=_number),
-    FilterField("currency", "Currency", placeholder="usd"),
-    FilterField("created_after", "Created after", "date"),
-    FilterField("created_before", "Created before", "date"),
-    FilterField("livemode", "Mode", "select", ("", "true", "false"), parse=_boolean),
+def _choices(each: Filter) -> tuple[str, ...]:
+    if get_origin(each.type) is Literal:
+        values: tuple[str, ...] = get_args(each.type)
+    elif bool in get_args(each.type):
+        values = ("true", "false")
+    else:
+        return ()
+    return values if each.default is not None else ("", *values)
+
+
+def _read(each: Filter, raw: str) -> Any:
+    """The field's text as its filter takes it."""
+    if get_origin(each.type) is Literal and raw not in get_args(each.type):
+        raise InvalidArgument(f"{each.name} must be one of {', '.join(get_args(each.type))}, not {raw!r}")
+    if bool in get_args(each.type):
+        if raw not in ("true", "false"):
+            raise InvalidArgument(f"{each.name} must be 'true' or 'false', not {raw!r}")
+        return raw == "true"
+    if float in get_args(each.type):
+        try:
+            return float(raw)
+        except ValueError:
+            raise InvalidArgument(f"{each.name} {raw!r} is not an amount") from None
+    return raw
+
+
+def _field(each: Filter, widget: Widget) -> FilterField:
+    return FilterField(
+        each.name, widget.label, widget.input, _choices(each), widget.placeholder, functools.partial(_read, each)
+    )
+
+
+FORM: tuple[FilterField, ...] = tuple(
+    _field(each, each.widget)
+    for each in sorted(FILTERS, key=lambda each: not (each.widget and each.widget.lead))
+    if each.widget is not None
 )
-
-
-def supported_filters(list_events: Callable[..., Any]) -> tuple[FilterField, ...]:
-    """The filters `list_events` accepts, in the form's order."""
-    accepted = inspect.signature(list_events).parameters
-    return tuple(field for field in FILTERS if field.name in accepted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +81,4 @@ class Search:
                 continue
             values[field.name] = raw
             arguments[field.name] = field.parse(raw)
-        status = values.get("status")
-        if status is not None and status not in STATUSES:
-            raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         return cls(values, arguments)

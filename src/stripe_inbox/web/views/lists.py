@@ -19,7 +19,7 @@ from ...inbox import Inbox
 from ...models import EventSummary
 from ...presenter import Presenter, Row
 from ..chart import ReceivedPerHour, hourly_chart
-from ..filters import Search, supported_filters
+from ..filters import FORM, Search
 from .kit import PageKit
 
 PAGE_SIZE = 25  # a screenful; with 50, rendering and classifying the rows took most of a page's time
@@ -39,7 +39,6 @@ class Lists:
         self.inbox = inbox
         self.presenter = presenter
         self.kit = kit
-        self.filters = supported_filters(inbox.list_events)
         self.received_per_hour = ReceivedPerHour(inbox.store)
 
     def routes(self) -> list[Route]:
@@ -59,17 +58,14 @@ class Lists:
 
     async def object_page(self, request: Request) -> Response:
         object_id = request.path_params["object_id"]
-        if "object_id" in {field.name for field in self.filters}:
-            view = ListView(f"Object {object_id}", {"object_id": object_id}, {"status": "all"}, overview=False)
-            return await self.listing(request, view)
-        notice = "this inbox cannot list events by object yet: search by object comes with the search filters"
-        return self.kit.fail(request, 501, f"Object {object_id}", notice)
+        view = ListView(f"Object {object_id}", {"object_id": object_id}, {"status": "all"}, overview=False)
+        return await self.listing(request, view)
 
     async def listing(self, request: Request, view: ListView) -> Response:
-        form_fields = [field for field in self.filters if field.name not in view.fixed]
+        form_fields = [field for field in FORM if field.name not in view.fixed]
         live = LIVE_HEADER in request.headers
         try:
-            search = Search.from_query(self.filters, {**request.query_params, **view.fixed}, view.defaults)
+            search = Search.from_query(FORM, {**request.query_params, **view.fixed}, view.defaults)
             if live and request.headers[LIVE_HEADER] == str(await self.inbox.store.change_marker()):
                 return Response(status_code=204)
             context = await self.context(request, view, search)
