@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ..events import IncomingEvent
-from .forwarding import ForwardRoute
 from .interface import AddOutcome
 
 Row = Sequence[Any]
+ForwardRoute = tuple[str, tuple[str, ...]]  # a destination, and the event type patterns it takes
 Result = TypeVar("Result")
 
 

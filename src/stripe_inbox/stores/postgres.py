@@ -16,8 +16,8 @@ import asyncpg
 
 from ..errors import StoreUnavailable
 from ..events import IncomingEvent
-from .connector import Dialect, Result, Row
-from .forwarding import ForwardRoute, forward_rows
+from .connector import Dialect, ForwardRoute, Result, Row
+from .forwarding import forward_rows
 from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
 from .interface import AddOutcome
 from .postgres_schema import migrate
@@ -217,3 +217,7 @@ def numbered(sql: str) -> str:
     """The store's `?` parameters as PostgreSQL's $1, $2, …"""
     count = iter(range(1, sql.count("?") + 1))
     return re.sub(r"\?", lambda _: f"${next(count)}", sql)
+
+
+async def open_connector(dsn: str, lock_timeout_seconds: float) -> PostgresConnector:
+    return await PostgresConnector.open(dsn, lock_timeout_seconds)

@@ -19,8 +19,7 @@ import anyio.to_thread
 
 from ..errors import StoreUnavailable
 from ..events import IncomingEvent
-from .connector import Dialect, Result, Row
-from .forwarding import ForwardRoute
+from .connector import Dialect, ForwardRoute, Result, Row
 from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
 from .interface import AddOutcome
 from .sqlite_schema import migrate
@@ -319,3 +318,7 @@ def _settle_work(works: list[Work], done: list[tuple[bool, Any]] | Exception) ->
             future.set_exception(StoreUnavailable(f"the inbox database cannot be written: {value}"))
         else:
             future.set_exception(value)
+
+
+async def open_connector(path: str, lock_timeout_seconds: float) -> SQLiteConnector:
+    return await SQLiteConnector.open(path, lock_timeout_seconds)
