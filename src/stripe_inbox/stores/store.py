@@ -25,10 +25,15 @@ class Store:
         self.forwarding = ForwardStore(connector, self.changes)
         self.oauth = OAuthStore(connector, self.changes)
         self.state = StateStore(connector, self.changes)
+        self._name_event_methods()
+        self._name_delivery_methods()
+        self._name_upkeep_methods()
+
+    def _name_event_methods(self) -> None:
+        """The events, their search index and the change log."""
         self.watch_changes = self.changes.watch_changes
         self.change_marker = self.changes.change_marker
         self.waking = self.changes.waking
-        # events
         self.add_events = self.events.add_events
         self.get_event = self.events.get_event
         self.get_events = self.events.get_events
@@ -48,12 +53,13 @@ class Store:
         self.prune = self.events.prune
         self.events_created = self.events.events_created
         self.count_created = self.events.count_created
-        # search_index
         self.unindexed = self.search_index.unindexed
         self.oldest_unindexed_at = self.search_index.oldest_unindexed_at
         self.queued_for_index = self.search_index.queued_for_index
         self.index = self.search_index.index
-        # outbox
+
+    def _name_delivery_methods(self) -> None:
+        """The outbox, approvals and forwards."""
         self.tickets = self.outbox.tickets
         self.ticket = self.outbox.ticket
         self.notifications = self.outbox.notifications
@@ -65,14 +71,12 @@ class Store:
         self.finish_delivery = self.outbox.finish_delivery
         self.next_delivery_at = self.outbox.next_delivery_at
         self.delivery_counts = self.outbox.delivery_counts
-        # approving
         self.approvals = self.approving.approvals
         self.count_approvals = self.approving.count_approvals
         self.approval = self.approving.approval
         self.approval_of = self.approving.approval_of
         self.decide = self.approving.decide
         self.lapse_approvals = self.approving.lapse_approvals
-        # forwarding
         self.forward_new_events = self.forwarding.forward_new_events
         self.forward_schedule = self.forwarding.forward_schedule
         self.forward_round = self.forwarding.forward_round
@@ -82,7 +86,9 @@ class Store:
         self.forwards = self.forwarding.forwards
         self.forward = self.forwarding.forward
         self.forward_counts = self.forwarding.forward_counts
-        # oauth
+
+    def _name_upkeep_methods(self) -> None:
+        """OAuth records and the inbox's own state."""
         self.add_oauth_client = self.oauth.add_oauth_client
         self.oauth_client = self.oauth.oauth_client
         self.prune_oauth_clients = self.oauth.prune_oauth_clients
@@ -98,7 +104,6 @@ class Store:
         self.revoke_oauth_grant = self.oauth.revoke_oauth_grant
         self.revoke_oauth_token = self.oauth.revoke_oauth_token
         self.oauth_tokens = self.oauth.oauth_tokens
-        # state
         self.get_state = self.state.get_state
         self.set_state = self.state.set_state
         self.claim_turn = self.state.claim_turn
