@@ -14,7 +14,9 @@ from ..events import IncomingEvent
 from ..models import AuditEntry, Classification, Outcome
 from ..resolution import Fact, Resolution, resolve
 from .area import AreaStore
-from .connector import Dialect
+from .changes import ChangeLog
+from .connector import Connector, Dialect, Transaction
+from .ingest import Delivery, ForwardRoute, write_deliveries
 from .interface import AddOutcome, Audit, EventQuery, StoredEvent
 from .journal import record_audit
 from .rows import AUDIT_SELECT, EVENT_COLUMNS, audit_entry, read_event, stored_event
@@ -28,13 +30,29 @@ QUEUED_ABOUT = "SELECT q.seq FROM search_queue q CROSS JOIN events e WHERE e.seq
 
 
 class EventStore(AreaStore):
+    def __init__(self, db: Connector, changes: ChangeLog) -> None:
+        super().__init__(db, changes)
+        self._routes: tuple[ForwardRoute, ...] = ()
+        self._write_deliveries = self._write  # one bound method for every delivery
+
+    def forward_new_events(self, routes: Sequence[ForwardRoute]) -> None:
+        """From now on, each new event gets a queued forward, in its own transaction, to each destination of
+        `routes` that takes its type."""
+        self._routes = tuple(routes)
+
     async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
         """Insert each new event, or count one more delivery of a known one, in one durable transaction."""
         if not events:
             return []
-        outcomes = await self.db.add_events(events, received_at)
+        outcomes: list[AddOutcome] = await self.db.group_commit(
+            self._write_deliveries, (events, received_at), len(events)
+        )
         self.changes.committed()
         return outcomes
+
+    async def _write(self, tx: Transaction, deliveries: Sequence[Delivery]) -> list[list[AddOutcome]]:
+        """A group commit's batch of deliveries, with the destinations that take new events as they are now."""
+        return await write_deliveries(tx, self.db.dialect, self._routes, deliveries)
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         rows = await self.db.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", event_id)

@@ -1,5 +1,5 @@
-"""Forwarding in the SQL store: which new events each [[forward]] destination takes (decided inside the ingest
-transaction, so a 200 to Stripe implies the forward will be made), and the forward deliveries' rounds: outcomes
+"""Forwarding in the SQL store (which new events each [[forward]] destination takes is decided by the ingest, in its
+transaction, so a 200 to Stripe implies the forward will be made: ingest.py): the forward deliveries' rounds: outcomes
 recorded and more claimed in one transaction, each destination's run of failures (pause, then one probe), replays,
 and what get_event and the stats show."""
 
@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument, NotFound
-from ..events import EventFilter
 from ..models import DeliveryStatus, Forward, utc
 from .area import AreaStore
-from .connector import Connector, ForwardRoute, Transaction
+from .connector import Connector, Transaction
 from .interface import Audit
 from .journal import record_audit
 
@@ -42,25 +41,6 @@ RECORD_OUTCOMES = """
                           lease_until = NULL
     FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1
 """
-
-
-def forward_rows(
-    rows: Sequence[Sequence[Any]], returned: Sequence[Sequence[Any]], routes: Sequence[ForwardRoute]
-) -> list[tuple[str, str]]:
-    """(destination, event id) for each event a group commit stored (not a duplicate) and each destination whose
-    patterns take its type. `rows` are group_commit.insert_rows' (id first, type second, copies last), `returned`
-    the upsert's (id, deliveries): an event is new when its row holds exactly this batch's copies."""
-    if not routes:
-        return []
-    takes = [(destination, EventFilter(list(patterns)).accepts) for destination, patterns in routes]
-    deliveries = {row[0]: row[1] for row in returned}
-    return [
-        (destination, row[0])
-        for row in rows
-        if deliveries[row[0]] == row[-1]
-        for destination, accepts in takes
-        if accepts(row[1])
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +107,6 @@ class Health:
 
 class ForwardStore(AreaStore):
     """Forwards to the [[forward]] destinations: queued by the ingest, sent in rounds, replayed on demand."""
-
-    def forward_new_events(self, routes: Sequence[ForwardRoute]) -> None:
-        """From now on, each new event gets a queued forward, in its own transaction, to each destination of
-        `routes` that takes its type."""
-        self.db.forward_routes = tuple(routes)
 
     async def forward_schedule(self) -> tuple[dict[str, float], dict[str, Health]]:
         """Per destination with forwards to make, when the earliest falls due (or its lease lapses); and the

@@ -35,6 +35,7 @@ class Store:
         self.change_marker = self.changes.change_marker
         self.waking = self.changes.waking
         self.add_events = self.events.add_events
+        self.forward_new_events = self.events.forward_new_events
         self.get_event = self.events.get_event
         self.get_events = self.events.get_events
         self.list_events = self.events.list_events
@@ -77,7 +78,6 @@ class Store:
         self.approval_of = self.approving.approval_of
         self.decide = self.approving.decide
         self.lapse_approvals = self.approving.lapse_approvals
-        self.forward_new_events = self.forwarding.forward_new_events
         self.forward_schedule = self.forwarding.forward_schedule
         self.forward_round = self.forwarding.forward_round
         self.release_forwards = self.forwarding.release_forwards
