@@ -38,6 +38,7 @@ class Dialect:
     # and the parameters it takes, from the rows.
     bulk_rows: Callable[[Sequence[str], int], str]
     bulk_parameters: Callable[[Sequence[Sequence[Any]]], list[Any]]
+    bulk_column: Callable[[list[Any]], list[Any]]  # bulk_parameters of one-column rows, from the column's values
 
 
 class Transaction(Protocol):

@@ -58,7 +58,7 @@ async def write_deliveries(
     )
     await tx.execute(
         f"INSERT INTO changes (event_id) {dialect.bulk_rows(('text',), len(rows))}",
-        *dialect.bulk_parameters([row[:1] for row in rows]),
+        *dialect.bulk_column([row[0] for row in rows]),
     )
     if forwards := forward_rows(rows, returned, routes):
         await tx.execute(

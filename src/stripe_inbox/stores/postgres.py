@@ -55,6 +55,7 @@ class PostgresConnector:
         # One array per column: the statement's text, and so its prepared plan, is the same for any count of rows.
         bulk_rows=lambda types, count: f"SELECT * FROM unnest({', '.join(f'CAST(? AS {kind}[])' for kind in types)})",
         bulk_parameters=lambda rows: [list(column) for column in zip(*rows, strict=True)],
+        bulk_column=lambda values: [values],
     )
     poll_seconds = 1.0  # NOTIFY wakes watchers; this is how often the listener's health is checked
 

@@ -76,6 +76,7 @@ class SQLiteConnector:
         in_seq_order=" NOT INDEXED",
         bulk_rows=lambda types, count: "VALUES " + ", ".join([f"({', '.join('?' * len(types))})"] * count),
         bulk_parameters=lambda rows: [value for row in rows for value in row],
+        bulk_column=lambda values: values,
     )
     poll_seconds = 0.2
 
