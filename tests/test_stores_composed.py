@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from stripe_inbox.errors import ConfigError
-from stripe_inbox.stores import Store, is_postgres_url, open_store
+from stripe_inbox.stores import Store, is_postgres_url, is_server_url, open_store
 from stripe_inbox.stores.connector import Transaction
 from stripe_inbox.stores.connectors import scheme
 
@@ -86,6 +86,7 @@ def test_connectors_are_chosen_by_the_locations_scheme() -> None:
     assert scheme("postgresql://u@h/db") == "postgresql" and scheme("POSTGRES://h/db") == "postgres"
     assert is_postgres_url("postgresql://u@h/db") and is_postgres_url("postgres://h/db")
     assert not is_postgres_url("/var/lib/stripe-inbox.db")
+    assert is_server_url("postgres://h/db") and not is_server_url("./stripe-inbox.db")
 
 
 async def test_a_location_of_no_known_scheme_is_a_clear_error() -> None:

@@ -3,7 +3,7 @@ into one Store over one connector; a connector per database, chosen by the locat
 
 from __future__ import annotations
 
-from .connectors import is_postgres_url, open_connector
+from .connectors import is_postgres_url, is_server_url, open_connector
 from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
 from .store import Store
 
@@ -16,6 +16,7 @@ __all__ = [
     "Store",
     "StoredEvent",
     "is_postgres_url",
+    "is_server_url",
     "open_store",
 ]
 

@@ -35,6 +35,11 @@ def scheme(location: str) -> str:
     return found.lower()
 
 
+def is_server_url(location: str) -> bool:
+    """Whether the location names a database server (shared by replicas) rather than a file beside this process."""
+    return scheme(location) != ""
+
+
 def is_postgres_url(location: str) -> bool:
     return CONNECTORS.get(scheme(location)) == CONNECTORS["postgresql"]
 
