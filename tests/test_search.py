@@ -256,7 +256,7 @@ async def test_bad_filter_values_name_their_argument(inbox: Inbox) -> None:
 
 async def test_totals_of_a_broad_search_are_counted_up_to_a_cap(inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.import_module("stripe_inbox.inbox"), "SEARCH_COUNT_CAP", 3)
-    monkeypatch.setattr(importlib.import_module("stripe_inbox.stores.sql"), "SEARCH_COUNT_CAP", 3)
+    monkeypatch.setattr(importlib.import_module("stripe_inbox.stores.events"), "SEARCH_COUNT_CAP", 3)
     await add(inbox, *(made("invoice.paid", description="monthly plan") for _ in range(5)))
     broad = await inbox.list_events("all", query="monthly", limit=2)
     assert (broad.total, broad.total_exact, len(broad.events)) == (3, False, 2)

@@ -21,7 +21,7 @@ from stripe_inbox.models import Classification
 from stripe_inbox.stores import Audit, EventQuery, Store, open_store
 from stripe_inbox.stores.changes import GAP_SECONDS, ChangeCursor
 from stripe_inbox.stores.forwarding import ForwardDelivery, ForwardOutcome, PausePolicy
-from stripe_inbox.stores.sql import CREATOR_ATTEMPT_SECONDS
+from stripe_inbox.stores.outbox import CREATOR_ATTEMPT_SECONDS
 from stripe_inbox.stores.sqlite_schema import MIGRATIONS
 
 from .conftest import encode, make_event
@@ -169,7 +169,7 @@ async def watching(store: Store) -> AsyncIterator[anyio.abc.ObjectReceiveStream[
     async with anyio.create_task_group() as group, send, receive:
         group.start_soon(watch)
         with anyio.fail_after(10):
-            while not store._watchers:  # type: ignore[attr-defined]  # it has read where the log ends
+            while not store.changes._watchers:  # it has read where the log ends
                 await anyio.sleep(0)
         yield receive
         group.cancel_scope.cancel()

@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .events import EventFilter, check_patterns
 from .models import PRIORITIES, Priority
 from .policy import Policy, Rule
-from .stores import is_postgres_url
+from .stores import is_server_url
 
 DEFAULT_CONFIG_FILE = "stripe-inbox.toml"
 SECRET_PATTERN = re.compile(r"whsec_[A-Za-z0-9+/=_-]{8,}")
@@ -261,7 +261,7 @@ class Settings(BaseSettings):
 
     @property
     def secret_file(self) -> Path:
-        if is_postgres_url(self.db):
+        if is_server_url(self.db):
             return Path("stripe-inbox.whsec").resolve()
         return Path(self.db).expanduser().resolve().with_name(Path(self.db).name + ".whsec")
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..settings import LOOPBACK_HOSTS, Settings
-from ..stores import is_postgres_url
+from ..stores import is_server_url
 from .common import Commands, add_command, settings_of
 
 SERVER_NAME = "stripe-inbox"
@@ -64,7 +64,7 @@ def run_claude_config(args: argparse.Namespace) -> None:
 def _stdio_entry(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     executable = Path(sys.executable).with_name("stripe-inbox")
     command, prefix = (str(executable), []) if executable.exists() else (sys.executable, ["-m", "stripe_inbox"])
-    db = settings.db if is_postgres_url(settings.db) else str(Path(settings.db).expanduser().resolve())
+    db = settings.db if is_server_url(settings.db) else str(Path(settings.db).expanduser().resolve())
     arguments = [*prefix, "mcp", "--db", db]
     if args.config:
         arguments += ["--config", str(Path(args.config).resolve())]

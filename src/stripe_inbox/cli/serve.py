@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..inbox import open_inbox
 from ..models import PRIORITIES
 from ..settings import LOOPBACK_HOSTS, HttpLimits, Settings, generate_secret, store_secret
-from ..stores import is_postgres_url
+from ..stores import is_server_url
 from .common import Commands, add_command, settings_of
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _check_exposure(host: str, settings: Settings) -> None:
 
 
 def _ensure_webhook_secret(settings: Settings) -> None:
-    if not settings.webhook_secrets and is_postgres_url(settings.db):
+    if not settings.webhook_secrets and is_server_url(settings.db):
         raise ConfigError(
             "with a PostgreSQL inbox, every replica must check signatures with the same secret: set "
             "STRIPE_WEBHOOK_SECRET (the endpoint's whsec_… from `stripe-inbox register` or the Dashboard)"

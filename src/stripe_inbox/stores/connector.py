@@ -1,5 +1,6 @@
-"""What the SQL store needs of a database: statements run in and out of transactions, the group-commit
-ingest path, wake-ups when another process commits, and the few statements whose SQL really differs."""
+"""What the stores need of a database: statements run in and out of transactions, group commit, wake-ups when
+another process commits, and the few clauses whose SQL really differs. Nothing here knows of events: what a
+write says is the stores'."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ..events import IncomingEvent
-from .forwarding import ForwardRoute
-from .interface import AddOutcome
+from .group_commit import BatchWrite
 
 Row = Sequence[Any]
 Result = TypeVar("Result")
@@ -35,6 +34,11 @@ class Dialect:
     text_query: Callable[[Sequence[str]], str]  # that query, from the words searched for (each a prefix)
     text_insert: str  # an INSERT of one event into the full-text index: its seq and its space-separated terms
     in_seq_order: str  # after a table name: read it in seq order, whatever index a range would suggest
+    # Many rows in one statement: what follows an INSERT's column list for `count` rows of these column types,
+    # and the parameters it takes, from the rows.
+    bulk_rows: Callable[[Sequence[str], int], str]
+    bulk_parameters: Callable[[Sequence[Sequence[Any]]], list[Any]]
+    bulk_column: Callable[[list[Any]], list[Any]]  # bulk_parameters of one-column rows, from the column's values
 
 
 class Transaction(Protocol):
@@ -49,8 +53,6 @@ class Transaction(Protocol):
 
 class Connector(Protocol):
     dialect: Dialect
-    # Which destinations take which new events: add_events queues their forwards in the same transaction.
-    forward_routes: tuple[ForwardRoute, ...]
 
     async def fetch(self, sql: str, *parameters: Any) -> list[Row]:
         """A read outside any transaction; StoreUnavailable when the database does not answer."""
@@ -67,9 +69,10 @@ class Connector(Protocol):
         lock; `work` then runs on the ingest thread, so it may only use `tx` (which does not suspend)."""
         ...
 
-    async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
-        """Group commit: insert each new event or count one more delivery, and record each id in the change
-        log, in one durable transaction shared with whatever else arrives meanwhile."""
+    async def group_commit(self, write: BatchWrite, item: Any, size: int) -> Any:
+        """`write`'s answer for `item`, once the transaction that wrote it, with whatever else callers queued
+        meanwhile (up to a batch's size), is durable. Where the database has one writer (SQLite) `write` runs on the
+        ingest thread, so it may only use its `tx` (which does not suspend)."""
         ...
 
     poll_seconds: float  # how often watchers ask commit_marker when nothing woke them

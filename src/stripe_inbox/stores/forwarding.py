@@ -1,27 +1,21 @@
-"""Forwarding in the SQL store: which new events each [[forward]] destination takes (decided inside the ingest
-transaction, so a 200 to Stripe implies the forward will be made), and the forward deliveries' rounds: outcomes
+"""Forwarding in the SQL store (which new events each [[forward]] destination takes is decided by the ingest, in its
+transaction, so a 200 to Stripe implies the forward will be made: ingest.py): the forward deliveries' rounds: outcomes
 recorded and more claimed in one transaction, each destination's run of failures (pause, then one probe), replays,
 and what get_event and the stats show."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import anyio
+from typing import Any
 
 from ..errors import InvalidArgument, NotFound
-from ..events import EventFilter
 from ..models import DeliveryStatus, Forward, utc
+from .area import AreaStore
+from .connector import Connector, Transaction
 from .interface import Audit
 from .journal import record_audit
 
-if TYPE_CHECKING:
-    from .connector import Connector, Transaction
-
-ForwardRoute = tuple[str, tuple[str, ...]]  # a destination, and the event type patterns it takes
 FORWARD_COLUMNS = (
     "id, target, status, attempts, status_code, latency_ms, reason, replay, created_at, next_attempt_at, finished_at"
 )
@@ -47,25 +41,6 @@ RECORD_OUTCOMES = """
                           lease_until = NULL
     FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1
 """
-
-
-def forward_rows(
-    rows: Sequence[Sequence[Any]], returned: Sequence[Sequence[Any]], routes: Sequence[ForwardRoute]
-) -> list[tuple[str, str]]:
-    """(destination, event id) for each event a group commit stored (not a duplicate) and each destination whose
-    patterns take its type. `rows` are group_commit.insert_rows' (id first, type second, copies last), `returned`
-    the upsert's (id, deliveries): an event is new when its row holds exactly this batch's copies."""
-    if not routes:
-        return []
-    takes = [(destination, EventFilter(list(patterns)).accepts) for destination, patterns in routes]
-    deliveries = {row[0]: row[1] for row in returned}
-    return [
-        (destination, row[0])
-        for row in rows
-        if deliveries[row[0]] == row[-1]
-        for destination, accepts in takes
-        if accepts(row[1])
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,30 +105,8 @@ class Health:
         return max(self.paused_until, self.probe_until or 0.0)
 
 
-class ForwardingStore:
-    """The forwarding half of SqlStore."""
-
-    if TYPE_CHECKING:
-        db: Connector
-        _watchers: set[anyio.Event]
-
-        def _write(self) -> AbstractAsyncContextManager[Transaction]: ...
-
-        def _committed(self) -> None: ...
-
-    def forward_new_events(self, routes: Sequence[ForwardRoute]) -> None:
-        """From now on, each new event gets a queued forward, in its own transaction, to each destination of
-        `routes` that takes its type."""
-        self.db.forward_routes = tuple(routes)
-
-    @contextmanager
-    def waking(self, wake: anyio.Event) -> Iterator[None]:
-        """Set `wake` at the next commit made in this process (or announced by the database) while open."""
-        self._watchers.add(wake)
-        try:
-            yield
-        finally:
-            self._watchers.discard(wake)
+class ForwardStore(AreaStore):
+    """Forwards to the [[forward]] destinations: queued by the ingest, sent in rounds, replayed on demand."""
 
     async def forward_schedule(self) -> tuple[dict[str, float], dict[str, Health]]:
         """Per destination with forwards to make, when the earliest falls due (or its lease lapses); and the
@@ -174,10 +127,10 @@ class ForwardingStore:
         """Record `outcomes` and claim up to `wanted[destination]` due forwards for each, for `lease_seconds`, in
         one transaction (on SQLite, the ingest's next group commit); a paused destination gets none, or one probe
         once its cool-down is over."""
-        lock_row, skip_locked = self.db.dialect.lock_row, self.db.dialect.skip_locked
+        dialect = self.db.dialect
 
         async def work(tx: Transaction) -> list[ForwardDelivery]:
-            health = await _health(tx, lock_row)
+            health = await _health(tx, dialect.lock_row)
             if outcomes:
                 await _record(tx, outcomes)
             changed = set()
@@ -187,7 +140,7 @@ class ForwardingStore:
                         outcome.status == "sent", outcome.at, pause
                     )
                     changed.add(outcome.delivery.destination)
-            claimed: list[tuple[Any, ...]] = []
+            claimed: list[Sequence[Any]] = []
             for destination, count in sorted(wanted.items()):
                 state = health.get(destination, Health())
                 allowed = state.allowance(count, now)
@@ -195,41 +148,12 @@ class ForwardingStore:
                     state.probe_until = now + lease_seconds
                     health[destination] = state
                     changed.add(destination)
-                taken = 0
-                for claimable in CLAIMABLE:
-                    if taken >= allowed:
-                        break
-                    rows = await tx.fetch(
-                        f"WITH chosen AS ({claimable}{skip_locked}) "
-                        "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = ? "
-                        "WHERE id IN (SELECT id FROM chosen) RETURNING id, target, event_id, attempts",
-                        destination,
-                        now,
-                        allowed - taken,
-                        now + lease_seconds,
-                    )
-                    claimed += rows
-                    taken += len(rows)
-            for destination in sorted(changed):
-                state = health[destination]
-                await tx.execute(
-                    "INSERT INTO forward_health (destination, failures, paused_until, probe_until) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (destination) DO UPDATE SET failures = excluded.failures, "
-                    "paused_until = excluded.paused_until, probe_until = excluded.probe_until",
-                    destination,
-                    state.failures,
-                    state.paused_until,
-                    state.probe_until,
-                )
-            payloads = await _payloads(tx, sorted({row[2] for row in claimed}))
-            return [
-                ForwardDelivery(row[0], row[1], row[2], row[3], payloads[row[2]])
-                for row in sorted(claimed, key=lambda row: row[0])
-                if row[2] in payloads
-            ]
+                claimed += await _claim(tx, dialect.skip_locked, destination, allowed, now, lease_seconds)
+            await _save_health(tx, {destination: health[destination] for destination in changed})
+            return await _deliveries(tx, claimed)
 
         claimed = await self.db.write_batched(work)
-        self._committed()
+        self.changes.committed()
         return claimed
 
     async def release_forwards(self, delivery_ids: Sequence[int]) -> None:
@@ -237,7 +161,7 @@ class ForwardingStore:
         not counted."""
         if not delivery_ids:
             return
-        async with self._write() as tx:
+        async with self.changes.write() as tx:
             await tx.execute(
                 "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, lease_until = NULL "
                 f"WHERE status = 'sending' AND id IN ({', '.join('?' * len(delivery_ids))})",
@@ -248,7 +172,7 @@ class ForwardingStore:
         """A new forward of each event to `destination`, due at once, audited; NotFound names a missing event.
         Returns the new forwards' ids, in the order of `event_ids`."""
         made = []
-        async with self._write() as tx:
+        async with self.changes.write() as tx:
             found = {row[0] for row in await tx.fetch(_in("SELECT id FROM events WHERE id IN", event_ids), *event_ids)}
             for event_id in event_ids:
                 if event_id not in found:
@@ -271,7 +195,7 @@ class ForwardingStore:
     async def retry_forward(self, event_id: str, forward_id: int, at: float, audit: Audit) -> None:
         """Queue a failed forward of `event_id` again, due at once with a fresh count of attempts, audited; a
         forward that is not failed is refused (InvalidArgument), one of another event is not found."""
-        async with self._write() as tx:
+        async with self.changes.write() as tx:
             rows = await tx.fetch(
                 "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt_at = ?, lease_until = NULL, "
                 "finished_at = NULL WHERE kind = 'forward' AND id = ? AND event_id = ? AND status = 'failed' "
@@ -309,22 +233,6 @@ class ForwardingStore:
         )
         return [(row[0], row[1], int(row[2])) for row in rows]
 
-    async def events_created(
-        self, since: int, until: int | None, event_type: str | None, after: int, limit: int
-    ) -> list[tuple[int, str]]:
-        """(seq, id) of the events Stripe created in [since, until), of `event_type` if given, after seq `after`,
-        in arrival order."""
-        where, parameters = _created(since, until, event_type)
-        rows = await self.db.fetch(
-            f"SELECT seq, id FROM events WHERE seq > ? AND {where} ORDER BY seq LIMIT ?", after, *parameters, limit
-        )
-        return [(row[0], row[1]) for row in rows]
-
-    async def count_created(self, since: int, until: int | None, event_type: str | None) -> int:
-        where, parameters = _created(since, until, event_type)
-        (row,) = await self.db.fetch(f"SELECT count(*) FROM events WHERE {where}", *parameters)
-        return int(row[0])
-
 
 def forward(row: Sequence[Any]) -> Forward:
     status = row[2]
@@ -341,6 +249,49 @@ def forward(row: Sequence[Any]) -> Forward:
         next_attempt_at=utc(row[9]) if status == "queued" else None,
         finished_at=utc(row[10]),
     )
+
+
+async def _claim(
+    tx: Transaction, skip_locked: str, destination: str, allowed: int, now: float, lease_seconds: float
+) -> list[Sequence[Any]]:
+    """Lease up to `allowed` of `destination`'s claimable forwards: lapsed leases first, then what is due."""
+    claimed: list[Sequence[Any]] = []
+    for claimable in CLAIMABLE:
+        if len(claimed) >= allowed:
+            break
+        claimed += await tx.fetch(
+            f"WITH chosen AS ({claimable}{skip_locked}) "
+            "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = ? "
+            "WHERE id IN (SELECT id FROM chosen) RETURNING id, target, event_id, attempts",
+            destination,
+            now,
+            allowed - len(claimed),
+            now + lease_seconds,
+        )
+    return claimed
+
+
+async def _save_health(tx: Transaction, health: dict[str, Health]) -> None:
+    for destination, state in sorted(health.items()):
+        await tx.execute(
+            "INSERT INTO forward_health (destination, failures, paused_until, probe_until) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (destination) DO UPDATE SET failures = excluded.failures, "
+            "paused_until = excluded.paused_until, probe_until = excluded.probe_until",
+            destination,
+            state.failures,
+            state.paused_until,
+            state.probe_until,
+        )
+
+
+async def _deliveries(tx: Transaction, claimed: Sequence[Sequence[Any]]) -> list[ForwardDelivery]:
+    """The claimed forwards (id, target, event_id, attempts) with their events' bytes, in id order."""
+    payloads = await _payloads(tx, sorted({row[2] for row in claimed}))
+    return [
+        ForwardDelivery(row[0], row[1], row[2], row[3], payloads[row[2]])
+        for row in sorted(claimed, key=lambda row: row[0])
+        if row[2] in payloads
+    ]
 
 
 async def _health(db: Transaction | Connector, lock: str) -> dict[str, Health]:
@@ -379,14 +330,3 @@ async def _payloads(tx: Transaction, event_ids: Sequence[str]) -> dict[str, byte
 
 def _in(sql: str, values: Sequence[Any]) -> str:
     return f"{sql} ({', '.join('?' * len(values))})"
-
-
-def _created(since: int, until: int | None, event_type: str | None) -> tuple[str, list[Any]]:
-    where, parameters = ["created >= ?"], [since]
-    if until is not None:
-        where.append("created < ?")
-        parameters.append(until)
-    if event_type:
-        where.append("type = ?")
-        parameters.append(event_type)
-    return " AND ".join(where), parameters

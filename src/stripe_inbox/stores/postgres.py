@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,28 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import StoreUnavailable
-from ..events import IncomingEvent
 from .connector import Dialect, Result, Row
-from .forwarding import ForwardRoute, forward_rows
-from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
-from .interface import AddOutcome
+from .group_commit import BatchWrite, Queued, settle, take_batch, written
 from .postgres_schema import migrate
 
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-INSERT_EVENTS = f"""
-    INSERT INTO events ({INSERTED_COLUMNS})
-    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[], $5::text[], $6::text[],
-                         $7::text[], $8::bigint[], $9::text[], $10::bytea[], $11::float8[], $12::float8[],
-                         $13::text[], $14::text[], $15::text[], $16::integer[])
-    ON CONFLICT (id) DO UPDATE SET deliveries = events.deliveries + excluded.deliveries,
-                                   last_delivery_at = excluded.last_delivery_at
-    RETURNING id, deliveries
-"""
-INSERT_CHANGES = "INSERT INTO changes (event_id) SELECT unnest($1::text[])"
-INSERT_FORWARDS = """
-    INSERT INTO deliveries (kind, target, event_id, next_attempt_at, created_at)
-    SELECT 'forward', target, event_id, $3, $3 FROM unnest($1::text[], $2::text[]) AS f(target, event_id)
-"""
 WRITERS = 2  # while one batch waits for its commit, the next one is being written
 
 
@@ -70,9 +52,12 @@ class PostgresConnector:
         # The terms as they are, no parser or dictionary: findable cut them as the queries are cut.
         text_insert="INSERT INTO event_search (seq, terms) VALUES (?, array_to_tsvector(string_to_array(?, ' ')))",
         in_seq_order="",  # its planner knows from its statistics how broad a range is
+        # One array per column: the statement's text, and so its prepared plan, is the same for any count of rows.
+        bulk_rows=lambda types, count: f"SELECT * FROM unnest({', '.join(f'CAST(? AS {kind}[])' for kind in types)})",
+        bulk_parameters=lambda rows: [list(column) for column in zip(*rows, strict=True)],
+        bulk_column=lambda values: [values],
     )
     poll_seconds = 1.0  # NOTIFY wakes watchers; this is how often the listener's health is checked
-    forward_routes: tuple[ForwardRoute, ...] = ()
 
     def __init__(self, pool: asyncpg.Pool, listener: asyncpg.Connection, dsn: str, channel: str) -> None:
         self._pool = pool
@@ -81,7 +66,7 @@ class PostgresConnector:
         self._channel = channel  # one per schema, so inboxes sharing a database do not wake each other
         self._notifications = 0
         self._on_commit: list[Callable[[], None]] = []
-        self._ingest: asyncio.Queue[IngestItem | None] = asyncio.Queue()
+        self._ingest: asyncio.Queue[Queued | None] = asyncio.Queue()
         self._writers = [asyncio.create_task(self._ingest_forever()) for _ in range(WRITERS)]
 
     @classmethod
@@ -115,35 +100,30 @@ class PostgresConnector:
 
     # -- ingest: group commit --------------------------------------------------------------------
 
-    async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
-        outcomes: asyncio.Future[list[AddOutcome]] = asyncio.get_running_loop().create_future()
-        self._ingest.put_nowait((list(events), received_at, outcomes))
-        return await outcomes
+    async def group_commit(self, write: BatchWrite, item: Any, size: int) -> Any:
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ingest.put_nowait((write, item, size, answer))
+        return await answer
 
     async def _ingest_forever(self) -> None:
         while (first := await self._ingest.get()) is not None:
             batch = take_batch(first, self._ingest)
             try:
-                results: list[list[AddOutcome]] | Exception = await self._insert(
-                    [(events, received_at) for events, received_at, _ in batch]
-                )
-            except Exception as error:  # a failed commit fails every delivery in it
+                results: list[Any] | Exception = await self._commit(batch)
+            except Exception as error:  # a failed commit fails every write in it
                 results = error
             settle(batch, results)
 
-    async def _insert(self, deliveries: list[tuple[list[IncomingEvent], float]]) -> list[list[AddOutcome]]:
-        rows = insert_rows(deliveries)
-        columns = list(zip(*rows, strict=True))
+    async def _commit(self, batch: list[Queued]) -> list[Any]:
+        write, items = written(batch)
+        if write is None:
+            return [None] * len(batch)
         for attempt in range(3):
             try:
                 async with self._pool.acquire() as db, db.transaction():
-                    returned = await db.fetch(INSERT_EVENTS, *columns)
-                    await db.execute(INSERT_CHANGES, columns[0])
-                    if forwards := forward_rows(rows, returned, self.forward_routes):
-                        targets, event_ids = zip(*forwards, strict=True)
-                        await db.execute(INSERT_FORWARDS, list(targets), list(event_ids), time.time())
+                    answers = await write(PostgresTransaction(db), [item[1] for item in items])
                     await db.execute("SELECT pg_notify($1, '')", self._channel)
-                return answers(deliveries, returned)
+                return answers
             except asyncpg.DeadlockDetectedError:  # rows are locked in id order, but to be safe
                 if attempt == 2:
                     raise
@@ -217,3 +197,7 @@ def numbered(sql: str) -> str:
     """The store's `?` parameters as PostgreSQL's $1, $2, …"""
     count = iter(range(1, sql.count("?") + 1))
     return re.sub(r"\?", lambda _: f"${next(count)}", sql)
+
+
+async def open_connector(dsn: str, lock_timeout_seconds: float) -> PostgresConnector:
+    return await PostgresConnector.open(dsn, lock_timeout_seconds)

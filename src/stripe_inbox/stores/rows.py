@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import NotFound
 from ..models import AuditEntry, DeliveryState, Notification, Ticket, utc
 from .interface import StoredEvent
+
+if TYPE_CHECKING:
+    from .connector import Connector, Transaction
 
 EVENT_COLUMNS = (
     "seq, id, type, created, livemode, customer, account, object_id, amount, currency, payload, status, "
@@ -82,3 +86,19 @@ def audit_entry(row: Sequence[Any]) -> AuditEntry:
         arguments=json.loads(row[5]),
         result=json.loads(row[6]),
     )
+
+
+async def read_event(tx: Transaction, event_id: str, lock: str = "") -> StoredEvent:
+    rows = await tx.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?{lock}", event_id)
+    if not rows:
+        raise NotFound.event(event_id)
+    return stored_event(rows[0])
+
+
+async def read_tickets(db: Transaction | Connector, where: str, *parameters: Any) -> list[Ticket]:
+    return [ticket(row) for row in await db.fetch(f"{TICKET_SELECT} WHERE {where} ORDER BY t.id", *parameters)]
+
+
+async def read_notifications(db: Transaction | Connector, where: str, *parameters: Any) -> list[Notification]:
+    rows = await db.fetch(f"{NOTIFICATION_SELECT} WHERE {where} ORDER BY n.id", *parameters)
+    return [notification(row) for row in rows]

@@ -18,33 +18,10 @@ import anyio
 import anyio.to_thread
 
 from ..errors import StoreUnavailable
-from ..events import IncomingEvent
 from .connector import Dialect, Result, Row
-from .forwarding import ForwardRoute
-from .group_commit import INSERTED_COLUMNS, IngestItem, answers, insert_rows, settle, take_batch
-from .interface import AddOutcome
+from .group_commit import BatchWrite, Queued, settle, take_batch, written
 from .sqlite_schema import migrate
 
-INSERT_EVENTS = f"""
-    INSERT INTO events ({INSERTED_COLUMNS})
-    VALUES {{values}}
-    ON CONFLICT (id) DO UPDATE SET deliveries = deliveries + excluded.deliveries,
-                                   last_delivery_at = excluded.last_delivery_at
-    RETURNING id, deliveries
-"""
-INSERT_VALUES = f"({', '.join(['?'] * 16)})"
-INSERT_CHANGES = "INSERT INTO changes (event_id) VALUES {values}"
-# Each new event's forwards come from a trigger on the ingest's own connection (TEMP: this process's destinations,
-# not another's), inside the INSERT of the events: a statement more per commit would cost the ingest thread one more
-# wait for the GIL, which under load is a tenth of its throughput. An upsert's DO UPDATE (a duplicate) fires no
-# INSERT trigger. The patterns are '*', exact types and 'prefix.*', which GLOB matches as EventFilter does.
-FORWARD_TRIGGER = """
-    CREATE TEMP TRIGGER IF NOT EXISTS forward_new_events AFTER INSERT ON main.events BEGIN
-        INSERT INTO deliveries (kind, target, event_id, next_attempt_at, created_at)
-        SELECT DISTINCT 'forward', destination, NEW.id, NEW.received_at, NEW.received_at FROM forward_routes
-        WHERE NEW.type GLOB pattern;
-    END
-"""
 CHECKPOINT_SECONDS = 1.0
 
 
@@ -97,9 +74,11 @@ class SQLiteConnector:
         text_insert="INSERT INTO event_search (rowid, terms) VALUES (?, ?)",
         # SQLite keeps no statistics of a range's width: it would sort every match of a broad one.
         in_seq_order=" NOT INDEXED",
+        bulk_rows=lambda types, count: "VALUES " + ", ".join([f"({', '.join('?' * len(types))})"] * count),
+        bulk_parameters=lambda rows: [value for row in rows for value in row],
+        bulk_column=lambda values: values,
     )
     poll_seconds = 0.2
-    forward_routes: tuple[ForwardRoute, ...] = ()
 
     def __init__(
         self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str, lock_timeout_seconds: float
@@ -108,7 +87,7 @@ class SQLiteConnector:
         self._reader = reader
         self._write_lock = anyio.Lock()
         # Event inserts, the hot path, skip aiosqlite's hop per statement: a thread of their own batches them.
-        self._ingest: queue.SimpleQueue[IngestItem | None] = queue.SimpleQueue()
+        self._ingest: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
         self._work: queue.SimpleQueue[Work] = queue.SimpleQueue()  # writes that ride the next group commit
         self._ingest_thread = threading.Thread(
             target=self._ingest_forever,
@@ -165,16 +144,16 @@ class SQLiteConnector:
         except sqlite3.Error as error:
             raise StoreUnavailable(f"the inbox database cannot be read: {error}") from error
 
-    async def add_events(self, events: Sequence[IncomingEvent], received_at: float) -> list[AddOutcome]:
-        outcomes: asyncio.Future[list[AddOutcome]] = asyncio.get_running_loop().create_future()
-        self._ingest.put((list(events), received_at, outcomes))
-        return await outcomes
+    async def group_commit(self, write: BatchWrite, item: Any, size: int) -> Any:
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ingest.put((write, item, size, answer))
+        return await answer
 
     async def write_batched(self, work: Callable[[ImmediateTransaction], Coroutine[Any, Any, Result]]) -> Result:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Result] = loop.create_future()
         self._work.put((work, done))
-        self._ingest.put(([], 0.0, loop.create_future()))  # no events: wakes the ingest thread for the work
+        self._ingest.put((None, None, 0, loop.create_future()))  # no write of its own: wakes the ingest thread
         return await done
 
     def _ingest_forever(self, path: str, lock_timeout_seconds: float, loop: asyncio.AbstractEventLoop) -> None:
@@ -183,17 +162,13 @@ class SQLiteConnector:
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it, off the commit path
         db.execute("PRAGMA temp_store = MEMORY")  # an upsert's statement journal: no temporary file per commit
-        routes: tuple[ForwardRoute, ...] | None = None
         try:
             while (first := self._ingest.get()) is not None:
-                if self.forward_routes is not routes:
-                    routes = self.forward_routes
-                    _route(db, routes)
                 batch = take_batch(first, self._ingest)
                 works = _drain(self._work)
                 done: list[tuple[bool, Any]] | Exception
                 try:
-                    results, done = _insert(db, batch, works)
+                    results, done = _commit(db, batch, works)
                 except Exception as error:  # a failed commit fails every delivery and write in it
                     results = done = error
                 loop.call_soon_threadsafe(settle, batch, results)
@@ -246,55 +221,41 @@ async def _connect(path: str, lock_timeout_seconds: float) -> aiosqlite.Connecti
     return db
 
 
-def _route(db: sqlite3.Connection, routes: tuple[ForwardRoute, ...]) -> None:
-    """Which destinations take which event types, for FORWARD_TRIGGER on this connection."""
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS forward_routes (destination TEXT NOT NULL, pattern TEXT NOT NULL)")
-    db.execute("DELETE FROM temp.forward_routes")
-    rows = [(destination, pattern) for destination, patterns in routes for pattern in patterns]
-    db.executemany("INSERT INTO temp.forward_routes VALUES (?, ?)", rows)
-    db.execute(FORWARD_TRIGGER)
-
-
-def _insert(
-    db: sqlite3.Connection, batch: list[IngestItem], works: list[Work]
-) -> tuple[list[list[AddOutcome]], list[tuple[bool, Any]]]:
-    """One transaction for every delivery queued in `batch` (and, by FORWARD_TRIGGER, the forwards of the events it
-    stores) and the writes in `works`; each caller's answers in its own list, and each write's (succeeded, result
-    or error)."""
-    deliveries = [(events, received_at) for events, received_at, _ in batch]
-    rows = insert_rows(deliveries)
-    returned: list[Any] = []
-    if not rows and not works:
-        return answers(deliveries, returned), []
+def _commit(db: sqlite3.Connection, batch: list[Queued], works: list[Work]) -> tuple[list[Any], list[tuple[bool, Any]]]:
+    """One transaction for every write queued in `batch` and the writes in `works`; each caller's answer (None for a
+    wake-up) in batch order, and each work's (succeeded, result or error)."""
+    write, items = written(batch)
+    if not items and not works:
+        return [None] * len(batch), []
     db.execute("BEGIN IMMEDIATE")
     try:
-        if rows:
-            returned = db.execute(
-                INSERT_EVENTS.format(values=", ".join([INSERT_VALUES] * len(rows))),
-                [value for row in rows for value in row],
-            ).fetchall()
-            db.execute(INSERT_CHANGES.format(values=", ".join(["(?)"] * len(rows))), [row[0] for row in rows])
+        answers = iter(_drive(write(ImmediateTransaction(db), [item[1] for item in items])) if write else [])
         done = [_run(db, work) for work, _ in works]
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return answers(deliveries, returned), done
+    return [None if queued[0] is None else next(answers) for queued in batch], done
+
+
+def _drive(coroutine: Coroutine[Any, Any, Result]) -> Result:
+    """A coroutine that awaits only an ImmediateTransaction, run to its end here, on the ingest thread."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("a batched write may await only its transaction")
 
 
 def _run(db: sqlite3.Connection, work: Callable[[ImmediateTransaction], Coroutine[Any, Any, Any]]) -> tuple[bool, Any]:
     """One write inside the ingest's transaction, under a savepoint: a write that fails leaves the rest whole."""
     db.execute("SAVEPOINT work")
     try:
-        coroutine = work(ImmediateTransaction(db))
-        try:
-            coroutine.send(None)
-        except StopIteration as finished:
-            db.execute("RELEASE work")
-            return True, finished.value
-        coroutine.close()
-        raise RuntimeError("a batched write may await only its transaction")
+        result = _drive(work(ImmediateTransaction(db)))
+        db.execute("RELEASE work")
+        return True, result
     except Exception as error:
         db.execute("ROLLBACK TO work")
         db.execute("RELEASE work")
@@ -319,3 +280,7 @@ def _settle_work(works: list[Work], done: list[tuple[bool, Any]] | Exception) ->
             future.set_exception(StoreUnavailable(f"the inbox database cannot be written: {value}"))
         else:
             future.set_exception(value)
+
+
+async def open_connector(path: str, lock_timeout_seconds: float) -> SQLiteConnector:
+    return await SQLiteConnector.open(path, lock_timeout_seconds)
