@@ -32,7 +32,6 @@ from stripe_inbox.stores import Store
 from stripe_inbox.upkeep import UNUSED_OAUTH_CLIENT_SECONDS, Upkeep
 from stripe_inbox.web.app import create_app
 
-from .conftest import cli_env, start_server, stop_server
 from .test_oauth import (
     ACCESS_TOKEN,
     CALLBACK,
@@ -43,7 +42,7 @@ from .test_oauth import (
     consent,
     deliver,
     exchange,
-    free_port,
+    inbox,
     pkce,
     read_form,
     register,
@@ -51,19 +50,8 @@ from .test_oauth import (
 )
 from .test_oauth_store import pair, store
 
-__all__ = ["store", "web"]  # fixtures this module uses from others
+__all__ = ["inbox", "store", "web"]  # fixtures this module uses from others
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inbox]:
-    directory = tmp_path_factory.mktemp("hostile-oauth")
-    db = directory / "inbox.db"
-    port = free_port()
-    env = cli_env(db, STRIPE_INBOX_MCP_TOKEN=ACCESS_TOKEN, STRIPE_INBOX_PUBLIC_URL=f"http://127.0.0.1:{port}")
-    server = start_server(db, directory, env, "--port", str(port))
-    yield Inbox(server, db, env)
-    stop_server(server)
 
 
 def error_page(response: httpx.Response, error: str) -> str:
