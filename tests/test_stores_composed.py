@@ -4,8 +4,7 @@ stores' own."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -16,22 +15,10 @@ from stripe_inbox.stores import Store, is_postgres_url, is_server_url, open_stor
 from stripe_inbox.stores.connector import Transaction
 from stripe_inbox.stores.connectors import scheme
 
-from .postgres import postgres_schema
+from .test_oauth_store import store
 
+__all__ = ["store"]  # the fixture: a store on each database
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        opened = await open_store(str(tmp_path / "composed.db"))
-        yield opened
-        await opened.close()
-        return
-    async with postgres_schema() as url:
-        opened = await open_store(url)
-        yield opened
-        await opened.close()
 
 
 async def test_group_commit_writes_what_a_store_hands_it_and_answers_each_caller(store: Store) -> None:
