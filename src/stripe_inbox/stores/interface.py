@@ -1,4 +1,5 @@
-"""The shapes the store speaks in: a stored event, an audit note, an outgoing delivery, a query."""
+"""The shapes the store speaks in: a stored event, an audit note, an outgoing delivery (its query is filters.py's
+EventQuery, derived from the filters)."""
 
 from __future__ import annotations
 
@@ -121,42 +122,3 @@ class Delivery:
     notification: Notification | None
     ticket: Ticket | None
     event: StoredEvent | None
-
-
-@dataclass(frozen=True, slots=True)
-class EventQuery:
-    status: Status | None = "pending"
-    type: str | None = None
-    customer: str | None = None
-    account: str | None = None
-    limit: int = 20
-    after: int | None = None  # keyset cursor: the seq of the last event already seen
-    newest_first: bool = False
-    # Search (stores/search.py): amounts in minor units, times in epoch seconds, `words` as indexing cuts them.
-    words: tuple[str, ...] = ()
-    object_id: str | None = None
-    email: str | None = None
-    currency: str | None = None
-    amount_gte: int | None = None
-    amount_lte: int | None = None
-    created_after: int | None = None
-    created_before: int | None = None
-    livemode: bool | None = None
-
-    @property
-    def ranged(self) -> bool:
-        """Whether an amount or time range is set: how many it matches tells how best to read a page."""
-        bounds = (self.amount_gte, self.amount_lte, self.created_after, self.created_before)
-        return any(bound is not None for bound in bounds)
-
-    @property
-    def indexed(self) -> bool:
-        """Whether a filter reads the search index, which the indexer fills a moment after each insert."""
-        return bool(self.words) or self.object_id is not None or self.email is not None
-
-    @property
-    def searches(self) -> bool:
-        """Whether any search filter is set: its total is then counted, up to SEARCH_COUNT_CAP."""
-        searched = (self.object_id, self.email, self.currency, self.amount_gte, self.amount_lte)
-        timed = (self.created_after, self.created_before, self.livemode)
-        return bool(self.words) or any(value is not None for value in searched + timed)
