@@ -178,7 +178,7 @@ class Inbox:
             type=stored.type,
             kind=stored.kind,
             account=stored.account,
-            related_object=stored.related_object,
+            related_object=stored.related(),
             full_event=full_event,
             full_event_note=full_event_note,
             state=stored.state(time.time()),

@@ -3,10 +3,12 @@ EventQuery, derived from the filters)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import Claimed
+from ..event_facts import with_facts
 from ..events import format_amount, read_stored
 from ..models import (
     Classification,
@@ -21,23 +23,14 @@ from ..models import (
 from ..resolution import Resolution
 
 AddOutcome = Literal["stored", "duplicate"]
-EventKind = Literal["snapshot", "thin"]
 DeliveryKind = Literal["notification", "ticket"]
 
 
-@dataclass(frozen=True, slots=True)
+@with_facts(defaults=False)
 class StoredEvent:
+    """An event as the store holds it: the facts of event_facts.py, then what the inbox did with it."""
+
     seq: int
-    id: str
-    type: str
-    created: int
-    livemode: bool
-    customer: str | None
-    account: str | None
-    object_id: str | None
-    amount: int | None
-    currency: str | None
-    payload: bytes
     status: Status
     received_at: float
     last_delivery_at: float
@@ -46,14 +39,15 @@ class StoredEvent:
     outcome: Outcome | None
     note: str | None
     classification: str | None
-    kind: EventKind
-    related_object: dict[str, Any] | None
     claimed_by: str | None  # the agent holding a lease on it, until claim_expires_at
     claim_expires_at: float | None
-    object_status: str | None
 
     def body(self) -> dict[str, Any]:
         return read_stored(self.payload, self.id, self.type)
+
+    def related(self) -> dict[str, Any] | None:
+        """What a thin event is about."""
+        return None if self.related_object is None else json.loads(self.related_object)
 
     def summary(self, resolution: Resolution | None = None) -> EventSummary:
         return EventSummary(
