@@ -1,6 +1,7 @@
 """A tool is named only where it is declared: the bundle manifest's tools and prompts are stamped from the live
 server by `make mcpb`, the scope a tool needs follows its own annotations, and the tool names other code lists
-(the rules' suggested tools) are the live server's."""
+(the rules' suggested tools) are the live server's. An event fact is declared once (event_facts.py): both event
+shapes, the insert and the read are derived from it, and every fact round-trips through each database."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,10 +27,19 @@ from mcp.types import CallToolResult, ListPromptsResult, ListToolsResult, ToolAn
 
 from stripe_inbox import Inbox
 from stripe_inbox.auth.scopes import READ, WRITE, require_scopes
+from stripe_inbox.event_facts import FACT_NAMES, FACTS
+from stripe_inbox.events import IncomingEvent
 from stripe_inbox.mcp import InboxServer, create_mcp_server
 from stripe_inbox.policy import TOOL_ARGUMENTS
+from stripe_inbox.stores import Store, StoredEvent
+from stripe_inbox.stores.ingest import INSERTED, insert_rows
+
+from .conftest import encode, make_event
+from .test_oauth_store import store
+from .test_stripe_side import thin_event
 
 pytestmark = pytest.mark.anyio
+__all__ = ["store"]  # the fixture: a store on each database
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "mcpb" / "manifest.json"
 MCPB_CLI = ROOT / "node_modules" / ".bin" / "mcpb"
@@ -158,3 +170,33 @@ async def test_the_tools_rules_may_suggest_are_live_tools_with_those_arguments(s
     for name, arguments in TOOL_ARGUMENTS.items():
         assert name in accepted, f"rules may suggest {name}, which the server does not have"
         assert arguments <= accepted[name], f"{name} takes no {sorted(arguments - accepted[name])}"
+
+
+# -- event facts -------------------------------------------------------------------------------------
+
+
+def test_both_event_shapes_and_the_insert_take_their_facts_from_the_declaration() -> None:
+    assert tuple(field.name for field in fields(IncomingEvent)) == FACT_NAMES
+    assert tuple(field.name for field in fields(StoredEvent))[: len(FACTS)] == FACT_NAMES
+    delivered = ("received_at", "float8"), ("last_delivery_at", "float8"), ("deliveries", "integer")
+    assert (*((fact.name, fact.column) for fact in FACTS), *delivered) == INSERTED
+    event = IncomingEvent.parse(encode(make_event("invoice.paid")))
+    (row,) = insert_rows([([event, event], 5.0)])
+    assert row == (*(getattr(event, name) for name in FACT_NAMES), 5.0, 5.0, 2)
+
+
+async def test_every_fact_of_a_snapshot_and_a_thin_event_comes_back_as_it_went_in(store: Store) -> None:
+    snapshot = make_event("invoice.paid", livemode=True, account="acct_1")
+    snapshot["data"]["object"].update(status="paid", amount_due=4200, currency="EUR")
+    events = [IncomingEvent.parse(encode(snapshot)), IncomingEvent.parse(encode(thin_event(context="acct_2")))]
+    assert await store.add_events(events, time.time()) == ["stored", "stored"]
+    stored = {event.id: event for event in await store.get_events([event.id for event in events])}
+    for event in events:
+        assert {name: getattr(stored[event.id], name) for name in FACT_NAMES} == {
+            name: getattr(event, name) for name in FACT_NAMES
+        }
+    facts = (events[0].livemode, events[0].account, events[0].amount, events[0].currency, events[0].object_status)
+    assert facts == (True, "acct_1", 4200, "eur", "paid")
+    related = thin_event()["related_object"]
+    assert (events[1].kind, events[1].account, events[1].object_id) == ("thin", "acct_2", related["id"])
+    assert stored[events[1].id].related() == related

@@ -3,10 +3,12 @@ Inbox.list_events take its name, type, default and help from there, and no other
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import re
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from stripe_inbox import Inbox, open_inbox
 from stripe_inbox.cli import build_parser, main
 from stripe_inbox.errors import InvalidArgument
 from stripe_inbox.events import IncomingEvent
-from stripe_inbox.filters import FILTERS, MAX_PAGE, SEARCH, SELECTION, Terms
+from stripe_inbox.filters import FILTERS, MAX_PAGE, SEARCH, SELECTION, EventQuery, Terms, filter_named
 from stripe_inbox.mcp import create_mcp_server
 from stripe_inbox.settings import Settings
 from stripe_inbox.web.filters import FORM
@@ -29,10 +31,13 @@ from .test_cli_package import subcommands
 
 pytestmark = pytest.mark.anyio
 SRC = Path(__file__).resolve().parents[1] / "src" / "stripe_inbox"
-# Filter names no event fact shares, so that where they appear is where a filter is spelled out.
-ONLY_FILTERS = ("amount_gte", "amount_lte", "created_after", "created_before")
-# The SQL side (EventQuery, stores/search.py's clauses) still spells its terms: the stores read the spec next.
-SQL_SIDE = "stores/"
+# Filter names no other concept shares, so that wherever they appear is where a filter is spelled out.
+ONLY_FILTERS = ("amount_gte", "amount_lte", "created_after")
+# What takes filters by name (a keyword, a positional name, a dict of them), and the mappings and objects
+# that hold them by name: where a filter's name is spelled as a filter, not as an event fact, a Stripe field or a word.
+FILTER_TAKERS = {"Filter", "filter_named", "list_events", "EventQuery", "query", "of", "ListView"}
+FILTER_HOLDERS = {"given", "values", "terms", "priced", "BY_NAME", "query", "selection", "query_params"}
+MOST_FILES = 2
 
 
 async def test_mcp_publishes_each_filter_with_its_declared_type_default_and_description(inbox: Inbox) -> None:
@@ -116,6 +121,25 @@ def test_terms_are_what_the_store_compares() -> None:
             Terms.of(wrong)
 
 
+def test_another_face_takes_a_filter_by_name_and_its_callers_values_as_a_store_query() -> None:
+    assert filter_named("amount_gte").description == "major units"
+    with pytest.raises(InvalidArgument, match="'amount_over' is not a filter of list_events: one of status, type"):
+        filter_named("amount_over")
+    given = {"customer": "cus_1", "object_id": " in_1 ", "amount_gte": 49.99, "currency": "USD"}
+    query = Terms.of(given).query(newest_first=True)
+    assert (query.status, query.customer, query.object_id, query.amount_gte, query.currency) == (
+        "pending",
+        "cus_1",
+        "in_1",
+        4999,
+        "usd",
+    )
+    assert query.newest_first and query.searches and query.indexed and query.ranged
+    assert not EventQuery().searches and not EventQuery(customer="cus_1").indexed
+    # The store's query is the spec's terms, each under its store key, and the order it reads them in.
+    assert [field.name for field in fields(EventQuery)] == [each.store_key for each in FILTERS] + ["newest_first"]
+
+
 def test_the_flags_reach_the_inbox_as_their_filters(
     settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,8 +178,59 @@ async def test_the_dashboard_passes_its_fields_to_the_filters(inbox: Inbox, http
 def test_a_filter_is_spelled_out_only_in_the_spec(name: str) -> None:
     word = re.compile(rf"\b{name}\b")
     spelled = {str(path.relative_to(SRC)) for path in SRC.rglob("*") if path.is_file() and word.search(_text(path))}
-    faces = {path for path in spelled if not path.startswith(SQL_SIDE)}
-    assert faces == {"filters.py"}
+    assert spelled == {"filters.py"}  # the faces, the store's query and its SQL all read the spec
+
+
+@pytest.mark.parametrize("name", [each.name for each in SEARCH])
+def test_a_search_filter_is_named_as_a_filter_in_at_most_two_files(name: str) -> None:
+    spelled = {
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if any(_names_filter(node, name) for node in ast.walk(ast.parse(path.read_text())))
+    }
+    assert "filters.py" in spelled and len(spelled) <= MOST_FILES, sorted(spelled)
+
+
+def test_the_filter_checker_sees_each_way_code_names_a_filter() -> None:
+    for code in (
+        'Filter("email", str)',
+        "inbox.list_events(email=x)",
+        "EventQuery(email=x)",
+        'ListView("t", {"email": x})',
+        'given["email"]',
+        'BY_NAME.get("email")',
+        "query.email",
+        "selection.email",
+        "class EventQuery:\n    email: str",
+        "class SearchQuery:\n    def indexed(self):\n        return self.email",
+    ):
+        assert any(_names_filter(node, "email") for node in ast.walk(ast.parse(code))), code
+    for code in ('payload.get("email")', "config.email", 'Kind = Literal["email", "phone"]', "send(email=x)"):
+        assert not any(_names_filter(node, "email") for node in ast.walk(ast.parse(code))), code
+
+
+def _names_filter(node: ast.AST, name: str) -> bool:
+    if isinstance(node, ast.ClassDef) and "Query" in node.name:  # a query's own field, or a method reading it
+        declared = [each.target for each in node.body if isinstance(each, ast.AnnAssign)]
+        read = [each for each in ast.walk(node) if isinstance(each, ast.Attribute) and _last_name(each.value) == "self"]
+        return any(_last_name(each) == name for each in [*declared, *read])
+    if isinstance(node, ast.Call) and _last_name(node.func) in FILTER_TAKERS:
+        keys = [key for given in node.args if isinstance(given, ast.Dict) for key in given.keys]
+        named = [*node.args, *keys]
+        return any(keyword.arg == name for keyword in node.keywords) or any(_is(each, name) for each in named)
+    if isinstance(node, ast.Subscript) and _last_name(node.value) in FILTER_HOLDERS:
+        return _is(node.slice, name)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+        return _last_name(node.func.value) in FILTER_HOLDERS and any(_is(each, name) for each in node.args)
+    return isinstance(node, ast.Attribute) and node.attr == name and _last_name(node.value) in FILTER_HOLDERS
+
+
+def _last_name(node: ast.AST) -> str | None:
+    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+
+
+def _is(node: ast.AST | None, name: str) -> bool:
+    return isinstance(node, ast.Constant) and node.value == name
 
 
 def _text(path: Path) -> str:

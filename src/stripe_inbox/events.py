@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from .errors import DeliveryRejected
+from .event_facts import with_facts
 
 # Amount fields in the order that best describes what the event's object is about: a checkout's total,
 # an invoice's amount due, and otherwise the object's own amount (a charge's, not what was refunded).
@@ -32,23 +33,10 @@ def is_stripe_id(value: str) -> bool:
     return len(value) <= MAX_ID_LENGTH and STRIPE_ID.fullmatch(value) is not None
 
 
-@dataclass(frozen=True, slots=True)
+@with_facts(defaults=True)
 class IncomingEvent:
-    """A verified delivery, parsed once; `payload` keeps the exact bytes Stripe sent."""
-
-    id: str
-    type: str
-    created: int
-    livemode: bool
-    customer: str | None
-    account: str | None
-    object_id: str | None
-    amount: int | None
-    currency: str | None
-    payload: bytes
-    kind: Literal["snapshot", "thin"] = "snapshot"
-    related_object: dict[str, Any] | None = None  # what a thin event is about
-    object_status: str | None = None  # data.object.status: what resolution reads of a generic `.updated`
+    """A verified delivery, parsed once: its fields are the facts of event_facts.py; `payload` keeps the exact
+    bytes Stripe sent."""
 
     @classmethod
     def parse(cls, payload: bytes) -> IncomingEvent:
@@ -107,7 +95,7 @@ class IncomingEvent:
             currency=None,
             payload=payload,
             kind="thin",
-            related_object=related,
+            related_object=None if related is None else json.dumps(related),
         )
 
 

@@ -1,7 +1,18 @@
 """The filters of an event list, each declared once: its name, the type and default a caller gives it and MCP
-publishes, its `events list` flag, its dashboard field, and how its value is checked and turned into what the store
-compares (minor units, epoch seconds, search terms) under EventQuery's field of that name. MCP's list_events,
-the CLI, the dashboard's form and Inbox.list_events are derived from these; a bad value names its argument."""
+publishes, its `events list` flag, its dashboard field, how its value is checked and turned into what the store
+compares (minor units, epoch seconds, search terms), and the SQL clause that compares it. MCP's list_events, the
+CLI, the dashboard's form, Inbox.list_events, the store's query (EventQuery) and its WHERE clauses are derived from
+these; a bad value names its argument.
+
+Another face that filters events by some of these (say a tool taking `customer`, `object_id`, `amount_gte` and
+`currency`) takes each one's declaration by name and turns its callers' values into the store's query:
+
+    amount = filter_named("amount_gte")            # its type, description, default; InvalidArgument if unknown
+    terms = Terms.of({"customer": "cus_1", "amount_gte": 50, "currency": "usd"})  # checked; the rest default
+    query = terms.query(newest_first=True)         # an EventQuery for Store.list_events / count_events
+
+An amount given without a currency is priced in the one currency the events hold: `terms.amount_without_currency()`
+names it, and `terms.query(held=...)` takes that currency (Inbox.list_events does both)."""
 
 from __future__ import annotations
 
@@ -10,7 +21,7 @@ import inspect
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
@@ -24,6 +35,7 @@ from .indexing import words
 MAX_PAGE = 100
 MAX_QUERY_WORDS = 16
 CURRENCY_CODE = re.compile(r"[a-z]{3}")
+KEYED = "seq IN (SELECT seq FROM event_keys WHERE key = ?)"  # an id or e-mail as the search index keys events by it
 Status = Literal["pending", "acked", "all"]
 Check = Callable[[str, Any], Any]
 Owner = TypeVar("Owner")
@@ -157,10 +169,18 @@ class Filter:
     flag: Flag | None = Flag()  # None: no `events list` flag
     widget: Widget | None = None  # None: not in the form
     round_up: bool | None = None  # an amount in major units: its minor units round up (a least) or down
+    sql: str | None = None  # its WHERE clause, `?` its term; None: the store reads it its own way (text, page, cursor)
+    index: bool = False  # it reads the search index, which the indexer fills a moment after each insert
+    tallied: bool = False  # the triggers keep counts of the events by it (event_counts): its total needs no scan
 
     @property
     def store_key(self) -> str:
         return self.key or self.name
+
+    @property
+    def store_default(self) -> Any:
+        """The term when the filter is not given."""
+        return self.term(self.name, self.default)
 
     def store_term(self, value: Any) -> Any:
         if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
@@ -170,20 +190,37 @@ class Filter:
 
 # The work queue and its pages: what list_events took before search came, which may be given by position.
 SELECTION: tuple[Filter, ...] = (
-    Filter("status", Status, "pending", term=status_term, widget=Widget("Status", "select", lead=True)),
+    Filter(
+        "status",
+        Status,
+        "pending",
+        term=status_term,
+        widget=Widget("Status", "select", lead=True),
+        sql="status = ?",
+        tallied=True,
+    ),
     Filter(
         "type",
         str | None,
         description="exact event type, e.g. invoice.payment_failed",
         widget=Widget("Type", placeholder="invoice.payment_failed"),
+        sql="type = ?",
+        tallied=True,
     ),
-    Filter("customer", str | None, description="cus_...", widget=Widget("Customer", placeholder="cus_…")),
+    Filter(
+        "customer",
+        str | None,
+        description="cus_...",
+        widget=Widget("Customer", placeholder="cus_…"),
+        sql="customer = ?",
+    ),
     Filter(
         "account",
         str | None,
         description="Connect account, acct_...",
         flag=Flag(help="a Connect account, acct_…"),
         widget=Widget("Account", placeholder="acct_…"),
+        sql="account = ?",
     ),
     Filter("limit", int, 20, bounds=(1, MAX_PAGE), term=page_term),
     Filter(
@@ -197,6 +234,7 @@ CURRENCY = Filter(
     term=currency_code,
     flag=Flag(help="e.g. usd (needed with an amount when the events hold several)"),
     widget=Widget("Currency", placeholder="usd"),
+    sql="currency = ?",
 )
 # DESIGN §8's search filters, given by name.
 SEARCH: tuple[Filter, ...] = (
@@ -208,6 +246,7 @@ SEARCH: tuple[Filter, ...] = (
         key="words",
         flag=Flag(help="full text: ids (or their ends), e-mails, names, descriptions, messages"),
         widget=Widget("Search", placeholder="ids, e-mails, names, messages…", lead=True),
+        index=True,
     ),
     Filter(
         "object_id",
@@ -216,8 +255,10 @@ SEARCH: tuple[Filter, ...] = (
         term=id_term,
         flag=Flag("--object", "ID", "any Stripe id the event is about: in_…, pi_…, ch_…, sub_…"),
         widget=Widget("Object", placeholder="in_…, pi_…, ch_…"),
+        sql=KEYED,
+        index=True,
     ),
-    Filter("email", str | None, term=email_term, widget=Widget("E-mail")),
+    Filter("email", str | None, term=email_term, widget=Widget("E-mail"), sql=KEYED, index=True),
     Filter(
         "amount_gte",
         float | None,
@@ -226,6 +267,7 @@ SEARCH: tuple[Filter, ...] = (
         round_up=True,
         flag=Flag(metavar="AMOUNT", help="in major units, e.g. 500"),
         widget=Widget("Amount ≥", "number"),
+        sql="amount >= ?",
     ),
     Filter(
         "amount_lte",
@@ -234,6 +276,7 @@ SEARCH: tuple[Filter, ...] = (
         round_up=False,
         flag=Flag(metavar="AMOUNT"),
         widget=Widget("Amount ≤", "number"),
+        sql="amount <= ?",
     ),
     CURRENCY,
     Filter(
@@ -243,9 +286,15 @@ SEARCH: tuple[Filter, ...] = (
         term=epoch,
         flag=Flag(metavar="WHEN", help="ISO 8601 date or date-time (UTC if no offset)"),
         widget=Widget("Created after", "date"),
+        sql="created >= ?",
     ),
     Filter(
-        "created_before", str | None, term=epoch, flag=Flag(metavar="WHEN"), widget=Widget("Created before", "date")
+        "created_before",
+        str | None,
+        term=epoch,
+        flag=Flag(metavar="WHEN"),
+        widget=Widget("Created before", "date"),
+        sql="created < ?",
     ),
     Filter(
         "livemode",
@@ -253,10 +302,20 @@ SEARCH: tuple[Filter, ...] = (
         term=as_given,
         flag=Flag(help="live events only, or test (false)"),
         widget=Widget("Mode", "select"),
+        sql="livemode = ?",
     ),
 )
 FILTERS: tuple[Filter, ...] = SELECTION + SEARCH
 BY_NAME: dict[str, Filter] = {each.name: each for each in FILTERS}
+CLAUSES: tuple[Filter, ...] = tuple(each for each in FILTERS if each.sql is not None)  # the store's WHERE, in order
+
+
+def filter_named(name: str) -> Filter:
+    """The declaration of list_events' filter `name`."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise InvalidArgument(f"{name!r} is not a filter of list_events: one of {', '.join(BY_NAME)}") from None
 
 
 AMOUNTS: tuple[Filter, ...] = tuple(each for each in FILTERS if each.round_up is not None)
@@ -279,6 +338,48 @@ RANGES = (
 
 
 # -- what the store is asked ------------------------------------------------------------------------------------
+
+RANGED = tuple(BY_NAME[name].store_key for bound in RANGES for name in (bound.least, bound.most))
+INDEXED = tuple(each.store_key for each in FILTERS if each.index)
+SEARCHED = tuple(each.store_key for each in SEARCH)
+
+
+def _given(term: Any) -> bool:
+    return term is not None and term != ()
+
+
+class QueryPlan:
+    """What a query tells the store of how best to read it: which kinds of filter it sets."""
+
+    __slots__ = ()
+
+    @property
+    def ranged(self) -> bool:
+        """Whether an amount or time range is set: how many it matches tells how best to read a page."""
+        return any(getattr(self, key) is not None for key in RANGED)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether a filter reads the search index, which the indexer fills a moment after each insert."""
+        return any(_given(getattr(self, key)) for key in INDEXED)
+
+    @property
+    def searches(self) -> bool:
+        """Whether any search filter is set: its total is then counted, up to the store's cap."""
+        return any(_given(getattr(self, key)) for key in SEARCHED)
+
+
+# The store's query: each filter's term under its store key (a filter not given at its default), and the order.
+EventQuery = make_dataclass(
+    "EventQuery",
+    [
+        *((each.store_key, Any, field(default=each.store_default)) for each in FILTERS),
+        ("newest_first", bool, field(default=False)),
+    ],
+    bases=(QueryPlan,),
+    frozen=True,
+    slots=True,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +416,10 @@ class Terms:
             if (major := self.values[each.store_key]) is not None
         }
         return {**self.values, CURRENCY.store_key: currency, **priced}
+
+    def query(self, held: str | None = None, newest_first: bool = False) -> EventQuery:
+        """The store's query (an EventQuery) of these terms, priced as `priced` does."""
+        return EventQuery(**self.priced(held), newest_first=newest_first)
 
 
 # -- the signature list_events has everywhere -------------------------------------------------------------------

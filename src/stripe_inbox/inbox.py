@@ -120,7 +120,7 @@ class Inbox:
         amount = terms.amount_without_currency()
         held = await self._only_currency(amount) if amount is not None else None
         # The work queue reads oldest first; history reads newest first.
-        selection = EventQuery(**terms.priced(held), newest_first=given["status"] != "pending")
+        selection = terms.query(held, newest_first=given["status"] != "pending")
         if selection.indexed:
             await self.indexer.read_your_writes()
         total = await self.store.count_events(selection)
@@ -178,7 +178,7 @@ class Inbox:
             type=stored.type,
             kind=stored.kind,
             account=stored.account,
-            related_object=stored.related_object,
+            related_object=stored.related(),
             full_event=full_event,
             full_event_note=full_event_note,
             state=stored.state(time.time()),

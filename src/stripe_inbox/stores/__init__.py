@@ -3,8 +3,9 @@ into one Store over one connector; a connector per database, chosen by the locat
 
 from __future__ import annotations
 
+from ..filters import EventQuery
 from .connectors import is_postgres_url, is_server_url, open_connector
-from .interface import AddOutcome, Audit, Delivery, DeliveryKind, EventQuery, StoredEvent
+from .interface import AddOutcome, Audit, Delivery, DeliveryKind, StoredEvent
 from .store import Store
 
 __all__ = [

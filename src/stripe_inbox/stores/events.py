@@ -11,18 +11,18 @@ from typing import Any
 
 from ..errors import NotFound
 from ..events import IncomingEvent
+from ..filters import CLAUSES, EventQuery
 from ..models import AuditEntry, Classification, Outcome
 from ..resolution import Fact, Resolution, resolve
 from .area import AreaStore
 from .changes import ChangeLog
 from .connector import Connector, Dialect, Transaction
 from .ingest import Delivery, ForwardRoute, write_deliveries
-from .interface import AddOutcome, Audit, EventQuery, StoredEvent
+from .interface import AddOutcome, Audit, StoredEvent
 from .journal import record_audit
 from .rows import AUDIT_SELECT, EVENT_COLUMNS, audit_entry, read_event, stored_event
 from .search import SEARCH_COUNT_CAP, search_where, text_walk
 
-FILTER_COLUMNS = ("status", "type", "customer", "account")
 FACT_COLUMNS = "e.id, e.type, e.object_id, e.object_status, e.created, e.seq"  # what resolution reads (Fact)
 # The events still queued for the search index about their own object `e.object_id`: the queue walked (CROSS JOIN
 # keeps SQLite from walking every event instead), each event read by its seq.
@@ -121,7 +121,7 @@ class EventStore(AreaStore):
             )
             return int(rows[0][0])
         # Totals come from the counts the triggers keep; a customer's or account's events through their index.
-        if query.customer or query.account:
+        if any(getattr(query, each.store_key) is not None for each in CLAUSES if not each.tallied):
             source = "count(*) FROM events"
         else:
             source = "CAST(coalesce(sum(n), 0) AS BIGINT) FROM event_counts"
@@ -290,12 +290,13 @@ class EventStore(AreaStore):
 
 
 def _where(query: EventQuery, dialect: Dialect, scan: bool = False) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses of `query`: each filter's own, where it is given, and full text (search_where)."""
     where: list[str] = []
     parameters: list[Any] = []
-    for column in FILTER_COLUMNS:
-        value = getattr(query, column)
+    for each in CLAUSES:
+        value = getattr(query, each.store_key)
         if value is not None:
-            where.append(f"{column} = ?")
+            where.append(each.sql)
             parameters.append(value)
     searched, values = search_where(query, dialect, scan)
     return where + searched, parameters + values

@@ -4,37 +4,27 @@ forwards to the destinations that take its type, all in the batch's one transact
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..event_facts import FACT_NAMES, FACTS
 from ..events import EventFilter, IncomingEvent
 from .connector import Dialect, Transaction
 from .interface import AddOutcome
 
 ForwardRoute = tuple[str, tuple[str, ...]]  # a destination, and the event type patterns it takes
 
-# The columns a new event's row fills, in the order of _row, with their types where the database asks for them.
+# The columns a new event's row fills, in the order of _row, with their types where the database asks for them:
+# the event's facts, then when it came and how many copies of it this batch holds.
 INSERTED = (
-    ("id", "text"),
-    ("type", "text"),
-    ("created", "bigint"),
-    ("livemode", "boolean"),
-    ("customer", "text"),
-    ("account", "text"),
-    ("object_id", "text"),
-    ("amount", "bigint"),
-    ("currency", "text"),
-    ("payload", "bytea"),
+    *((fact.name, fact.column) for fact in FACTS),
     ("received_at", "float8"),
     ("last_delivery_at", "float8"),
-    ("kind", "text"),
-    ("related_object", "text"),
-    ("object_status", "text"),
     ("deliveries", "integer"),
 )
 INSERTED_TYPES = tuple(kind for _, kind in INSERTED)
+TYPE, RECEIVED_AT = FACT_NAMES.index("type"), len(FACTS)  # where forward_rows finds them in a row
 INSERT_EVENTS = f"""
     INSERT INTO events ({", ".join(name for name, _ in INSERTED)}) {{rows}}
     ON CONFLICT (id) DO UPDATE SET deliveries = events.deliveries + excluded.deliveries,
@@ -103,37 +93,31 @@ def forward_rows(
     rows: Sequence[Sequence[Any]], returned: Sequence[Sequence[Any]], routes: Sequence[ForwardRoute]
 ) -> list[tuple[Any, ...]]:
     """A queued forward's row for each event the batch stored (not a duplicate) and each destination whose patterns
-    take its type. `rows` are insert_rows' (id first, type second, copies last), `returned` the upsert's (id,
-    deliveries): an event is new when its row holds exactly this batch's copies."""
+    take its type. `rows` are insert_rows' (id first, copies last), `returned` the upsert's (id, deliveries): an
+    event is new when its row holds exactly this batch's copies."""
     if not routes:
         return []
     takes = [(destination, EventFilter(list(patterns)).accepts) for destination, patterns in routes]
     deliveries = {row[0]: row[1] for row in returned}
     return [
-        ("forward", destination, row[0], row[10], row[10])  # due when it arrived
+        ("forward", destination, row[0], row[RECEIVED_AT], row[RECEIVED_AT])  # due when it arrived
         for row in rows
         if deliveries[row[0]] == row[-1]
         for destination, accepts in takes
-        if accepts(row[1])
+        if accepts(row[TYPE])
     ]
 
 
-def _row(event: IncomingEvent, received_at: float, last_delivery_at: float, copies: int) -> tuple[Any, ...]:
-    return (
-        event.id,
-        event.type,
-        event.created,
-        event.livemode,
-        event.customer,
-        event.account,
-        event.object_id,
-        event.amount,
-        event.currency,
-        event.payload,
-        received_at,
-        last_delivery_at,
-        event.kind,
-        None if event.related_object is None else json.dumps(event.related_object),
-        event.object_status,
-        copies,
-    )
+def _compiled_row() -> Callable[[IncomingEvent, float, float, int], tuple[Any, ...]]:
+    """A new event's row in INSERTED's order, `(event.id, event.type, …, received_at, last_delivery_at, copies)`,
+    compiled from the facts as dataclasses compiles an __init__: each row is then the plain tuple building it was
+    when written by hand (an attrgetter of the facts took three times as long)."""
+    facts = "".join(f"event.{name}, " for name in FACT_NAMES)
+    arguments = "received_at, last_delivery_at, copies"
+    source = f"def _row(event, {arguments}):\n    return ({facts}{arguments})\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    return namespace["_row"]  # type: ignore[no-any-return]
+
+
+_row = _compiled_row()

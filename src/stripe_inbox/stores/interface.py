@@ -1,11 +1,14 @@
-"""The shapes the store speaks in: a stored event, an audit note, an outgoing delivery, a query."""
+"""The shapes the store speaks in: a stored event, an audit note, an outgoing delivery (its query is filters.py's
+EventQuery, derived from the filters)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import Claimed
+from ..event_facts import with_facts
 from ..events import format_amount, read_stored
 from ..models import (
     Classification,
@@ -20,23 +23,14 @@ from ..models import (
 from ..resolution import Resolution
 
 AddOutcome = Literal["stored", "duplicate"]
-EventKind = Literal["snapshot", "thin"]
 DeliveryKind = Literal["notification", "ticket"]
 
 
-@dataclass(frozen=True, slots=True)
+@with_facts(defaults=False)
 class StoredEvent:
+    """An event as the store holds it: the facts of event_facts.py, then what the inbox did with it."""
+
     seq: int
-    id: str
-    type: str
-    created: int
-    livemode: bool
-    customer: str | None
-    account: str | None
-    object_id: str | None
-    amount: int | None
-    currency: str | None
-    payload: bytes
     status: Status
     received_at: float
     last_delivery_at: float
@@ -45,14 +39,15 @@ class StoredEvent:
     outcome: Outcome | None
     note: str | None
     classification: str | None
-    kind: EventKind
-    related_object: dict[str, Any] | None
     claimed_by: str | None  # the agent holding a lease on it, until claim_expires_at
     claim_expires_at: float | None
-    object_status: str | None
 
     def body(self) -> dict[str, Any]:
         return read_stored(self.payload, self.id, self.type)
+
+    def related(self) -> dict[str, Any] | None:
+        """What a thin event is about."""
+        return None if self.related_object is None else json.loads(self.related_object)
 
     def summary(self, resolution: Resolution | None = None) -> EventSummary:
         return EventSummary(
@@ -121,42 +116,3 @@ class Delivery:
     notification: Notification | None
     ticket: Ticket | None
     event: StoredEvent | None
-
-
-@dataclass(frozen=True, slots=True)
-class EventQuery:
-    status: Status | None = "pending"
-    type: str | None = None
-    customer: str | None = None
-    account: str | None = None
-    limit: int = 20
-    after: int | None = None  # keyset cursor: the seq of the last event already seen
-    newest_first: bool = False
-    # Search (stores/search.py): amounts in minor units, times in epoch seconds, `words` as indexing cuts them.
-    words: tuple[str, ...] = ()
-    object_id: str | None = None
-    email: str | None = None
-    currency: str | None = None
-    amount_gte: int | None = None
-    amount_lte: int | None = None
-    created_after: int | None = None
-    created_before: int | None = None
-    livemode: bool | None = None
-
-    @property
-    def ranged(self) -> bool:
-        """Whether an amount or time range is set: how many it matches tells how best to read a page."""
-        bounds = (self.amount_gte, self.amount_lte, self.created_after, self.created_before)
-        return any(bound is not None for bound in bounds)
-
-    @property
-    def indexed(self) -> bool:
-        """Whether a filter reads the search index, which the indexer fills a moment after each insert."""
-        return bool(self.words) or self.object_id is not None or self.email is not None
-
-    @property
-    def searches(self) -> bool:
-        """Whether any search filter is set: its total is then counted, up to SEARCH_COUNT_CAP."""
-        searched = (self.object_id, self.email, self.currency, self.amount_gte, self.amount_lte)
-        timed = (self.created_after, self.created_before, self.livemode)
-        return bool(self.words) or any(value is not None for value in searched + timed)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
+from ..event_facts import FACTS
 from ..models import AuditEntry, DeliveryState, Notification, Ticket, utc
 from .interface import StoredEvent
 
 if TYPE_CHECKING:
     from .connector import Connector, Transaction
 
-EVENT_COLUMNS = (
-    "seq, id, type, created, livemode, customer, account, object_id, amount, currency, payload, status, "
-    "received_at, last_delivery_at, deliveries, acked_at, outcome, note, classification, kind, related_object, "
-    "claimed_by, claim_expires_at, object_status"
-)
+EVENT_COLUMNS = ", ".join(field.name for field in fields(StoredEvent))  # in the order StoredEvent takes them
+# The facts a database stores otherwise than StoredEvent holds them, by their place in a row (the facts come first).
+LOADED = tuple((place, fact.loaded) for place, fact in enumerate(FACTS) if fact.loaded is not None)
 DELIVERY_COLUMNS = "d.target, d.status, d.attempts, d.reason, d.next_attempt_at, d.finished_at"
 TICKET_SELECT = (
     "SELECT t.id, t.event_id, t.title, t.body, t.priority, t.created_at, t.tracker_id, t.tracker_url, "
@@ -32,8 +32,8 @@ AUDIT_SELECT = "SELECT id, at, actor, action, event_id, arguments, result FROM a
 
 def stored_event(row: Sequence[Any]) -> StoredEvent:
     values = list(row)
-    values[4] = bool(values[4])
-    values[20] = None if values[20] is None else json.loads(values[20])
+    for place, load in LOADED:
+        values[place] = load(values[place])
     return StoredEvent(*values)
 
 

@@ -1,5 +1,5 @@
-"""Search in SQL: the filters beyond status, type, customer and account as WHERE clauses, and the search index
-the background indexer keeps: what it writes for a batch of queued events."""
+"""Search in SQL: full text as a WHERE clause (every other filter carries its own clause in filters.py), and the
+search index the background indexer keeps: what it writes for a batch of queued events."""
 
 from __future__ import annotations
 
@@ -7,40 +7,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..filters import EventQuery
 from ..indexing import Findable
 from .connector import Connector, Dialect, Transaction
-from .interface import EventQuery
 
 SEARCH_COUNT_CAP = 10_000  # a search counts its matches up to here: the count of a broad one would cost a scan
 # Reading a match through the full-text index costs about as much as testing this many rows of a walk in seq order.
 RANDOM_READ_COST = 8
 WALK_MARGIN = 4  # a walk reads this many times the rows its page is expected to take, then gives way to the index
-KEYED = "seq IN (SELECT seq FROM event_keys WHERE key = ?)"
 
 
 def search_where(query: EventQuery, dialect: Dialect, scan: bool = False) -> tuple[list[str], list[Any]]:
-    """The clauses and parameters of `query`'s search filters; with `scan`, full text as the test of each row of
-    a walk in seq order (see text_walk)."""
+    """The clause and parameter of `query`'s full text; with `scan`, as the test of each row of a walk in seq order
+    (see text_walk)."""
     where: list[str] = []
     parameters: list[Any] = []
     if query.words:
         where.append(dialect.text_scan if scan and dialect.text_scan else dialect.text_match)
         parameters.append(dialect.text_query(query.words))
-    for key in (query.object_id, query.email):
-        if key is not None:
-            where.append(KEYED)
-            parameters.append(key)
-    for clause, value in (
-        ("currency = ?", query.currency),
-        ("amount >= ?", query.amount_gte),
-        ("amount <= ?", query.amount_lte),
-        ("created >= ?", query.created_after),
-        ("created < ?", query.created_before),
-        ("livemode = ?", query.livemode),
-    ):
-        if value is not None:
-            where.append(clause)
-            parameters.append(value)
     return where, parameters
 
 
