@@ -203,6 +203,7 @@ def _stripe_event(arguments: dict[str, Any]) -> Selector:
         STRIPE_EVENT,
         canonical,
         watched=tuple(watched),
+        currency=canonical.get(CURRENCY.name),
         types=None if patterns is None else EventFilter(patterns),
         min_priority=canonical.get("min_priority"),
         include_payload=include_payload,

@@ -41,6 +41,7 @@ class StripeEventSelector(Selector):
     the filter's own check turned it (an amount in major units as a Decimal, a currency in lower case)."""
 
     watched: tuple[tuple[Filter, Any], ...] = ()
+    currency: str | None = None  # the currency filter's value, which an amount bound is in
     types: EventFilter | None = None
     min_priority: str | None = None
     include_payload: bool = False
@@ -53,8 +54,7 @@ class StripeEventSelector(Selector):
             return False
         if self.min_priority is not None and PRIORITIES.index(entry.priority) < PRIORITIES.index(self.min_priority):
             return False
-        currency = dict(self.watched).get(CURRENCY)
-        return all(_holds(each, value, entry, currency) for each, value in self.watched)
+        return all(_holds(each, value, entry, self.currency) for each, value in self.watched)
 
     def occurrence(self, entry: Entry) -> Occurrence | None:
         if not isinstance(entry, StripeEntry) or not self.matches(entry):
