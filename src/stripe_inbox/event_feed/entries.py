@@ -57,6 +57,7 @@ class StripeEntry:
         self.classification = classification
         self.cursor = cursor
         self.presenter = presenter
+        self._occurrences: dict[bool, Occurrence] = {}
 
     @property
     def event_id(self) -> str:
@@ -100,8 +101,13 @@ class StripeEntry:
         return self.presenter.shown(self.stored.body())
 
     def occurrence(self, include_payload: bool) -> Occurrence:
-        data = {**self.data, "payload": self.payload} if include_payload else self.data
-        return Occurrence(self.event_id, self.name, utc(self.stored.received_at), data, self.cursor)  # type: ignore[arg-type]
+        """What every subscriber it matches is sent: made once per entry (and payload choice), however many."""
+        made = self._occurrences.get(include_payload)
+        if made is None:
+            data = {**self.data, "payload": self.payload} if include_payload else self.data
+            made = Occurrence(self.event_id, self.name, utc(self.stored.received_at), data, self.cursor)  # type: ignore[arg-type]
+            self._occurrences[include_payload] = made
+        return made
 
 
 @dataclass(frozen=True, slots=True)
