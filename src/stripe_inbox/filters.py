@@ -319,6 +319,10 @@ def filter_named(name: str) -> Filter:
 
 
 AMOUNTS: tuple[Filter, ...] = tuple(each for each in FILTERS if each.round_up is not None)
+# The filters MCP Events' stripe.event also takes (event_feed/catalog.py), by their names, types and checks here.
+WATCHED: tuple[Filter, ...] = tuple(
+    BY_NAME[name] for name in ("customer", "object_id", "account", "livemode", "amount_gte", "currency")
+)
 
 
 @dataclass(frozen=True, slots=True)

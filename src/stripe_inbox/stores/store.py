@@ -7,6 +7,7 @@ from .approvals import ApprovalStore
 from .changes import ChangeLog
 from .connector import Connector
 from .events import EventStore
+from .feed import FeedStore
 from .forwarding import ForwardStore
 from .oauth import OAuthStore
 from .outbox import OutboxStore
@@ -25,6 +26,7 @@ class Store:
         self.forwarding = ForwardStore(connector, self.changes)
         self.oauth = OAuthStore(connector, self.changes)
         self.state = StateStore(connector, self.changes)
+        self.feeds = FeedStore(connector, self.changes)
         self._name_event_methods()
         self._name_delivery_methods()
         self._name_upkeep_methods()
@@ -58,6 +60,12 @@ class Store:
         self.oldest_unindexed_at = self.search_index.oldest_unindexed_at
         self.queued_for_index = self.search_index.queued_for_index
         self.index = self.search_index.index
+        self.feed_head = self.feeds.feed_head
+        self.feed_seqs = self.feeds.feed_seqs
+        self.feed_rows = self.feeds.feed_rows
+        self.feed_first_since = self.feeds.feed_first_since
+        self.feed_any_between = self.feeds.feed_any_between
+        self.pruned_through = self.feeds.pruned_through
 
     def _name_delivery_methods(self) -> None:
         """The outbox, approvals and forwards."""
