@@ -46,8 +46,8 @@ async def _index_queued(inbox: Inbox, backlog: int) -> int:
         extracting = pool.submit(findables, queued) if queued else None
         while extracting is not None:
             found = await asyncio.wrap_future(extracting)
-            after = [event for event in await inbox.store.queued_for_index(2 * BULK_BATCH) if event[0] > found[-1][0]]
-            extracting = pool.submit(findables, after[:BULK_BATCH]) if after else None
+            following = await inbox.store.queued_for_index(BULK_BATCH, found[-1][0])
+            extracting = pool.submit(findables, following) if following else None
             done += await inbox.store.index(found)
             if done // 100_000 > (done - len(found)) // 100_000:
                 rate = done / (time.perf_counter() - started)
