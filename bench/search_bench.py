@@ -5,9 +5,11 @@ index adds to the database.
 .venv/bin/python bench/search_bench.py [--sizes 10000 100000 1000000] [--db sqlite|postgres] [--queries 200] [--keep]
 
 On PostgreSQL each size is a schema `search_bench_SIZE` of the server the tests use (STRIPE_INBOX_TEST_POSTGRES);
-`--keep` measures again what an earlier run stored there (upgraded by any newer migration), since filling and
-indexing 1M events takes a quarter of an hour on a busy machine. The tables are vacuumed before measuring, as
-autovacuum does soon after a bulk load: index-only scans need the visibility map.
+`--keep` measures again what an earlier run stored there (upgraded by any newer migration). The events are
+stored through the ingest's own writes and indexed by bench/bulk_index.py (the indexer's own functions, the GIN
+built once at the end): 1M events in about 13 minutes on the shared machine, against 45 through the indexer.
+The tables are vacuumed before measuring, as autovacuum does soon after a bulk load: index-only scans need the
+visibility map.
 
 Events are realistic lifecycles written from Stripe's documented shapes (bench's own generator over
 stripe/samples.py): invoices created, finalized, failed and paid; payment intents that succeed or are
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from bulk_index import bulk_index
 from mcp import Client
 
 from stripe_inbox import load_settings, open_inbox
@@ -40,7 +43,7 @@ from stripe_inbox.inbox import Inbox
 from stripe_inbox.mcp.server import create_mcp_server
 from stripe_inbox.stripe.samples import SAMPLES
 
-BATCH = 500
+BATCH = 5_000  # events stored per write
 SPACING = 600  # seconds between events
 END = 1_780_000_000
 FIRST = ["ada", "grace", "alan", "jane", "li", "omar", "sofia", "yuki", "noah", "maria", "ivan", "amara"]
@@ -293,9 +296,12 @@ async def main(sizes: list[int], backend: str, repeat: int, keep: bool) -> None:
                     generator = await fill(inbox, size)
                     print(f"{size:,} events stored in {time.perf_counter() - started:.0f} s", file=sys.stderr)
                 started = time.perf_counter()
-                await inbox.indexer.catch_up()  # what serve's indexer does as they arrive
+                if backend == "postgres":
+                    indexed = await bulk_index(inbox)  # what serve's indexer writes, with the GIN built once
+                else:
+                    indexed = await inbox.indexer.catch_up()  # what serve's indexer does as they arrive
                 took = time.perf_counter() - started
-                print(f"{size:,} events indexed in {took:.0f} s ({size / took:,.0f}/s)", file=sys.stderr)
+                print(f"{indexed:,} events indexed in {took:.0f} s", file=sys.stderr)
                 if backend == "postgres":
                     await inbox.store.db.fetch("VACUUM ANALYZE")  # type: ignore[attr-defined]  # as autovacuum would
                 table[size] = await measure(inbox, generator, repeat)

@@ -24,6 +24,9 @@ ERROR_TEXT = ("message", "code", "decline_code", "reason", "feedback", "comment"
 ID_FIELDS = ("customer", "payment_method", "latest_charge", "latest_invoice", "dispute", "refund")
 MAX_LINES = 5  # an invoice's first line descriptions
 MAX_TERMS = 200
+# Longer words are cut here, in the index and in queries alike: PostgreSQL refuses a lexeme over 2047 bytes (this
+# many characters of UTF-8 stay under it), and one such word (a token in metadata) would fail its every batch.
+MAX_WORD = 500
 WORD = re.compile(r"[\w@](?:[\w@.+-]*[\w@])?")  # runs of [\w@.+-], not starting or ending in .+-
 TAIL = re.compile(r"[_@](?=.)")  # where a tail of a word starts
 
@@ -118,8 +121,8 @@ def terms(texts: Iterable[str]) -> list[str]:
 
 def words(text: str) -> list[str]:
     """A text's words as search cuts them: runs of letters, digits and `_@.+-`, lowercased, without the
-    punctuation a sentence ends them with."""
-    return WORD.findall(text.lower())
+    punctuation a sentence ends them with; each cut at MAX_WORD characters."""
+    return [word[:MAX_WORD] for word in WORD.findall(text.lower())]
 
 
 def _storable(text: str) -> str:

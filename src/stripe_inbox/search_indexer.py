@@ -83,8 +83,14 @@ class SearchIndexer:
         announced = backlog >= PROGRESS_FROM
         if announced:
             log.info("indexing %s stored events for search", f"{backlog:,}")
-        done, step = 0, max(backlog // PROGRESS_STEPS, 1)
-        while done < backlog and (indexed := await self.index_batch()):
+        done, step, after = 0, max(backlog // PROGRESS_STEPS, 1), 0
+        while done < backlog:
+            # Past the last seq this round took: one that commits meanwhile with a lower seq waits for the next.
+            queued = await self.store.queued_for_index(INDEX_BATCH, after)
+            if not queued:
+                break
+            after = queued[-1][0]
+            indexed = await self.store.index(await self._extract(queued))
             if announced and (done + indexed) // step > done // step:
                 log.info("indexed %s of %s events", f"{min(done + indexed, backlog):,}", f"{backlog:,}")
             done += indexed

@@ -25,10 +25,15 @@ class SearchIndexStore(AreaStore):
         )
         return float(rows[0][0]) if rows else None
 
-    async def queued_for_index(self, limit: int) -> list[tuple[int, bytes]]:
-        """Up to `limit` of the events queued for the search index, oldest first: their seqs and payloads."""
+    async def queued_for_index(self, limit: int, after: int = 0) -> list[tuple[int, bytes]]:
+        """Up to `limit` of the events queued for the search index past seq `after`, oldest first: their seqs and
+        payloads. A long catch-up passes the last seq it took: the queue's index then starts there, instead of
+        stepping over every entry it dequeued so far (dead until vacuumed), which slowed a 1M backlog twofold."""
         rows = await self.db.fetch(
-            "SELECT q.seq, e.payload FROM search_queue q JOIN events e ON e.seq = q.seq ORDER BY q.seq LIMIT ?", limit
+            "SELECT q.seq, e.payload FROM search_queue q JOIN events e ON e.seq = q.seq WHERE q.seq > ? "
+            "ORDER BY q.seq LIMIT ?",
+            after,
+            limit,
         )
         return [(int(seq), bytes(payload)) for seq, payload in rows]
 
