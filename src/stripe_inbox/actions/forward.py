@@ -8,6 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -186,7 +187,12 @@ class Forwarder:
         """Until a forward is answered, a commit queues more, or `next_at`; at least ROUND_SECONDS after `started`."""
         timeout = IDLE_POLL_SECONDS if next_at is None else min(max(next_at - time.time(), 0), IDLE_POLL_SECONDS)
         if not self._outcomes:
-            with self.store.waking(self._wake), anyio.move_on_after(timeout):
+            # Only a configured destination's (or a retired one's) forwards can be queued by a commit here: with
+            # none, the ingress's commits wake no round, and the poll finds what other processes queue.
+            waking: AbstractContextManager[None] = nullcontext()
+            if self.destinations or self._retired:
+                waking = self.store.waking(self._wake)
+            with waking, anyio.move_on_after(timeout):
                 await self._wake.wait()
         self._wake = anyio.Event()
         spacing = ROUND_SECONDS if self._rate is None else BUSY_ROUND_SECONDS

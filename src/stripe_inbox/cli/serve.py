@@ -109,17 +109,19 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
 
 
 def _uvicorn_config(app: ASGIApp, limits: HttpLimits) -> uvicorn.Config:
-    """uvicorn as `serve` runs it: no access log (the ingress logs each delivery), and bounded connections."""
+    """uvicorn as `serve` runs it: no access log (the ingress logs each delivery), bounded connections, and each
+    response in one write."""
     import uvicorn
 
     from ..web.http_limits import head_limited
+    from ..web.single_write import SingleWriteResponses
 
     return uvicorn.Config(
         app,
         log_level="warning",
         access_log=False,
         lifespan="on",
-        http=head_limited(limits),
+        http=type("ServeProtocol", (head_limited(limits), SingleWriteResponses), {}),
         timeout_keep_alive=limits.keep_alive_seconds,  # type: ignore[arg-type]  # a float works as well
         limit_concurrency=limits.max_connections,
     )
