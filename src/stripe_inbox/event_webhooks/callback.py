@@ -84,6 +84,17 @@ def check_callback_url(url: object, loopback_http: bool) -> str:
     return url
 
 
+def loopback_only(bound_host: str, public_url: str | None) -> bool:
+    """Whether `serve`, bound to `bound_host`, is reachable from this machine alone: only then may callbacks be
+    plain http to loopback (a client on another machine could otherwise aim the server at this one's ports)."""
+    try:
+        bound = ipaddress.ip_address(bound_host).is_loopback
+    except ValueError:
+        return False
+    public = urlsplit(public_url).hostname if public_url else None
+    return bound and (public is None or public in ("127.0.0.1", "::1", "localhost"))
+
+
 def _is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_loopback
 

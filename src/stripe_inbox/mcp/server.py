@@ -25,6 +25,7 @@ from ..presenter import Presenter
 from ..runtime import Loop, Runtime
 from .boundary import Boundary
 from .channel import ClaudeChannel
+from .event_webhooks import WebhookMethods
 from .prompts import register_prompts
 from .resources import PENDING_URI, STATS_URI, event_uri, register_resources
 from .subscriptions import ChangeNotifier, LegacySubscriptions
@@ -55,7 +56,10 @@ class InboxServer(MCPServer):
     """An MCPServer over one inbox; the runtime with its `face_loops()` (`running()`, or the web app's lifespan)
     must run while it serves clients."""
 
-    def __init__(self, inbox: Inbox, metrics: Metrics | None = None, channel: bool = False) -> None:
+    def __init__(
+        self, inbox: Inbox, metrics: Metrics | None = None, channel: bool = False, stdio: bool = False
+    ) -> None:
+        """`stdio`: served over stdio, where MCP Events webhooks are refused (-32014)."""
         self.inbox = inbox
         self.notifier = ChangeNotifier()
         presenter = Presenter(inbox.settings.redact, inbox.triage)
@@ -66,6 +70,9 @@ class InboxServer(MCPServer):
             require_scopes(tools),
             LegacySubscriptions(self.notifier),
         ]
+        # Plain http callbacks to loopback stay off unless `serve` says it listens on loopback alone.
+        self.webhooks = WebhookMethods(inbox, stdio=stdio)
+        middleware.append(self.webhooks)
         # Pushed into a Claude Code session only when asked for: a client that does not know the channel
         # capability is never sent its notifications.
         self.channel = ClaudeChannel(inbox, inbox.settings.push, presenter) if channel else None
@@ -118,7 +125,7 @@ def create_mcp_server(inbox: Inbox, metrics: Metrics | None = None) -> InboxServ
 
 async def serve_stdio(inbox: Inbox, channel: bool = False) -> None:
     """`stripe-inbox mcp`: the server over stdio, with the runtime's loops but no upkeep (that is `serve`'s)."""
-    server = InboxServer(inbox, channel=channel)
+    server = InboxServer(inbox, channel=channel, stdio=True)
     async with Runtime(inbox, server.face_loops(), upkeep=False).running():
         await server.run_stdio_async()
 
