@@ -304,7 +304,8 @@ async def test_no_secret_reaches_the_database_or_the_logs(inbox: Inbox, receiver
     for haystack in (stored, "".join(inbox.server.output).encode(), listed.encode()):
         assert raw.encode() not in haystack and base64.b64decode(raw) not in haystack
     with sqlite3.connect(inbox.db) as database:
-        (sealed,) = database.execute("SELECT secret FROM event_subscriptions WHERE id = ?", (subscribed["id"],)).fetchone()
+        query = "SELECT secret FROM event_subscriptions WHERE id = ?"
+        (sealed,) = database.execute(query, (subscribed["id"],)).fetchone()
     assert sealed.startswith("v1:")
     inbox.server = start_server(Path(inbox.db), inbox.directory, inbox.env)  # for the fixture to stop
 

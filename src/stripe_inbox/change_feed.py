@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .stores.changes import INCIDENT_CHANGE
+
 if TYPE_CHECKING:
     from .stores import Store
 
@@ -20,10 +22,12 @@ class ChangeFeed:
         self.changed = anyio.Event()  # set, and replaced, at every change
 
     async def follow(self) -> None:
-        """Hand every change in the store to the waiters and consumers, for ever."""
+        """Hand every change in the store to the waiters and consumers, for ever: the changed events' ids to
+        `changes()` consumers, and any change (an incident's too) to those waiting on `changed`."""
         async for changed in self.store.watch_changes():
+            events = changed - {INCIDENT_CHANGE}
             for pending in self._listeners:
-                pending.update(changed)
+                pending.update(events)
             self.changed.set()
             self.changed = anyio.Event()
 

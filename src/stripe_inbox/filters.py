@@ -260,6 +260,10 @@ BY_NAME: dict[str, Filter] = {each.name: each for each in FILTERS}
 
 
 AMOUNTS: tuple[Filter, ...] = tuple(each for each in FILTERS if each.round_up is not None)
+# The filters MCP Events' stripe.event also takes (event_feed/catalog.py), by their names, types and checks here.
+WATCHED: tuple[Filter, ...] = tuple(
+    BY_NAME[name] for name in ("customer", "object_id", "account", "livemode", "amount_gte", "currency")
+)
 
 
 @dataclass(frozen=True, slots=True)

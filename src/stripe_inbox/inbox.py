@@ -227,12 +227,17 @@ class Inbox:
         """What each event calls for now (one read of what resolves them all): once a later event resolved it,
         its triage, which says so (whatever was stored before that arrived); else its stored classification, or
         its triage when it has none."""
+        return [classification for _, classification in await self.assessed(events)]
+
+    async def assessed(self, events: Sequence[StoredEvent]) -> list[tuple[EventSummary, Classification]]:
+        """Each event's summary (with what resolved it) and what it calls for now (as `assess` says), from one
+        read of what resolves them all."""
         resolved = await self.store.resolutions(events) if events else {}
         assessed = []
         for event in events:
             superseded_by = resolved[event.id].superseded_by
             stored = None if superseded_by else event.stored_classification()
-            assessed.append(stored or self.triage(event, superseded_by))
+            assessed.append((event.summary(resolved[event.id]), stored or self.triage(event, superseded_by)))
         return assessed
 
     async def classify(self, event_id: str, actor: str) -> Classification:

@@ -19,6 +19,8 @@ GAP_SECONDS = 10.0
 MAX_GAP = 10_000  # more numbers than transactions in flight at once could hold
 CHANGE_COALESCE_SECONDS = 0.05  # a burst of commits reaches watchers as one set of ids
 CHANGE_LOG_PRUNE_SECONDS = 600.0  # each watcher drops what it had read this long ago
+# A change log line that is no event's id: an incident was opened or cleared (the incident log has what).
+INCIDENT_CHANGE = "!incident"
 
 
 class ChangeCursor:

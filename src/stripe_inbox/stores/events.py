@@ -27,6 +27,13 @@ FACT_COLUMNS = "e.id, e.type, e.object_id, e.object_status, e.created, e.seq"  #
 # The events still queued for the search index about their own object `e.object_id`: the queue walked (CROSS JOIN
 # keeps SQLite from walking every event instead), each event read by its seq.
 QUEUED_ABOUT = "SELECT q.seq FROM search_queue q CROSS JOIN events e WHERE e.seq = q.seq AND e.object_id"
+# The highest seq pruning ever deleted: an event feed's cursor below it may have missed events (stores/feed.py).
+PRUNED_KEY = "events_pruned_through"
+PRUNED_THROUGH = (
+    "INSERT INTO state (key, value) SELECT ?, CAST(max(seq) AS TEXT) FROM events WHERE status = 'acked' "
+    "AND acked_at < ? HAVING max(seq) IS NOT NULL ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+    "WHERE CAST(state.value AS BIGINT) < CAST(excluded.value AS BIGINT)"
+)
 
 
 class EventStore(AreaStore):
@@ -267,6 +274,7 @@ class EventStore(AreaStore):
             if audit is not None:
                 await record_audit(tx, time.time(), audit, None, {"deleted": int(count[0])})
             await tx.execute(f"INSERT INTO changes (event_id) {doomed}", acked_before)
+            await tx.execute(PRUNED_THROUGH, PRUNED_KEY, acked_before)
             for table in ("deliveries", "tickets", "notifications", "audit"):
                 await tx.execute(f"DELETE FROM {table} WHERE event_id IN ({doomed})", acked_before)
             await tx.execute("DELETE FROM events WHERE status = 'acked' AND acked_at < ?", acked_before)

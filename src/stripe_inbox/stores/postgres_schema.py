@@ -321,6 +321,16 @@ MIGRATIONS: list[str] = [
     """,
     SEARCH_INDEX,
     SEARCH_RANGES,
+    # The incident log MCP Events' inbox.alert reads: each incident opened and cleared, in commit order.
+    """
+    CREATE TABLE incident_log (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('opened', 'cleared')),
+        detail TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL
+    );
+    """,
     EVENT_SUBSCRIPTIONS,
 ]
 

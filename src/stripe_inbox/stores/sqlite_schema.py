@@ -323,6 +323,16 @@ MIGRATIONS: list[str] = [
     );
     """,
     SEARCH_INDEX,
+    # The incident log MCP Events' inbox.alert reads: each incident opened and cleared, in commit order.
+    """
+    CREATE TABLE incident_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('opened', 'cleared')),
+        detail TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
     EVENT_SUBSCRIPTIONS,
 ]
 

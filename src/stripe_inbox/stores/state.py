@@ -4,8 +4,12 @@ deliveries alerts report."""
 from __future__ import annotations
 
 from .area import AreaStore
+from .changes import INCIDENT_CHANGE
+from .connector import Transaction
 from .interface import Audit
 from .journal import record_audit
+
+LOG_INCIDENT = "INSERT INTO incident_log (name, state, detail, at) VALUES (?, ?, ?, ?)"
 
 
 class StateStore(AreaStore):
@@ -46,7 +50,7 @@ class StateStore(AreaStore):
 
     async def open_incident(self, name: str, detail: str, at: float, audit: Audit) -> bool:
         """Open the incident; True for the one caller (of any replica) that did, who then alerts."""
-        async with self.db.transaction() as tx:
+        async with self.changes.write() as tx:
             opened = await tx.fetch(
                 "INSERT INTO incidents (name, opened_at, detail) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO NOTHING RETURNING name",
@@ -56,14 +60,16 @@ class StateStore(AreaStore):
             )
             if opened:
                 await record_audit(tx, at, audit, None, {"incident": name, "detail": detail})
+                await _log_incident(tx, name, "opened", detail, at)
         return bool(opened)
 
     async def close_incident(self, name: str, at: float, audit: Audit) -> float | None:
         """Close the incident; when it was opened, for the one caller that closed it, else None."""
-        async with self.db.transaction() as tx:
-            closed = await tx.fetch("DELETE FROM incidents WHERE name = ? RETURNING opened_at", name)
+        async with self.changes.write() as tx:
+            closed = await tx.fetch("DELETE FROM incidents WHERE name = ? RETURNING opened_at, detail", name)
             if closed:
                 await record_audit(tx, at, audit, None, {"incident": name, "open_seconds": round(at - closed[0][0], 3)})
+                await _log_incident(tx, name, "cleared", closed[0][1], at)
         return closed[0][0] if closed else None
 
     async def failed_deliveries(self, since: float, limit: int = 10) -> list[tuple[str, str, str | None]]:
@@ -81,3 +87,9 @@ class StateStore(AreaStore):
 
     async def ping(self) -> None:
         await self.db.fetch("SELECT 1")
+
+
+async def _log_incident(tx: Transaction, name: str, state: str, detail: str, at: float) -> None:
+    """The incident's line in the incident log, and a line in the change log that wakes its watchers."""
+    await tx.execute(LOG_INCIDENT, name, state, detail, at)
+    await tx.execute("INSERT INTO changes (event_id) VALUES (?)", INCIDENT_CHANGE)

@@ -8,6 +8,7 @@ from .changes import ChangeLog
 from .connector import Connector
 from .event_subscriptions import EventSubscriptionStore
 from .events import EventStore
+from .feed import FeedStore
 from .forwarding import ForwardStore
 from .oauth import OAuthStore
 from .outbox import OutboxStore
@@ -27,6 +28,7 @@ class Store:
         self.oauth = OAuthStore(connector, self.changes)
         self.state = StateStore(connector, self.changes)
         self.event_subscriptions = EventSubscriptionStore(connector, self.changes)
+        self.feeds = FeedStore(connector, self.changes)
         self._name_event_methods()
         self._name_delivery_methods()
         self._name_upkeep_methods()
@@ -61,6 +63,12 @@ class Store:
         self.oldest_unindexed_at = self.search_index.oldest_unindexed_at
         self.queued_for_index = self.search_index.queued_for_index
         self.index = self.search_index.index
+        self.feed_head = self.feeds.feed_head
+        self.feed_seqs = self.feeds.feed_seqs
+        self.feed_rows = self.feeds.feed_rows
+        self.feed_first_since = self.feeds.feed_first_since
+        self.feed_any_between = self.feeds.feed_any_between
+        self.pruned_through = self.feeds.pruned_through
 
     def _name_delivery_methods(self) -> None:
         """The outbox, approvals and forwards."""

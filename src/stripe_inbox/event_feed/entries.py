@@ -1,0 +1,126 @@
+"""What a feed read finds: each row once (an entry), for any number of selectors to test, and what one selector
+hands its subscriber of a matching entry (an occurrence, the draft's event: eventId, name, timestamp, data,
+cursor). A Stripe event's data is what the inbox's other faces show of it: its summary and its triage under the
+policy, masked by the `redact` setting."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..events import major_units
+from ..indexing import findable_payload
+from ..models import Classification, EventSummary, utc
+from ..presenter import Presenter
+from ..stores import StoredEvent
+
+STRIPE_EVENT = "stripe.event"
+INBOX_ALERT = "inbox.alert"
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    event_id: str  # the Stripe evt_… id; for an alert, the incident log's line
+    name: str  # the event type
+    timestamp: datetime  # when it reached the inbox (a Stripe event) or happened (an alert)
+    data: dict[str, Any]
+    cursor: str  # the feed read on from just after this occurrence
+
+    def wire(self) -> dict[str, Any]:
+        """The occurrence as MCP Events sends it."""
+        return {
+            "eventId": self.event_id,
+            "name": self.name,
+            "timestamp": self.timestamp.isoformat(),
+            "data": self.data,
+            "cursor": self.cursor,
+        }
+
+
+class StripeEntry:
+    """A stored Stripe event as the feed read it, with what resolved it and its triage (read once for a batch)."""
+
+    name = STRIPE_EVENT
+
+    def __init__(
+        self,
+        stored: StoredEvent,
+        summary: EventSummary,
+        classification: Classification,
+        cursor: str,
+        presenter: Presenter,
+    ) -> None:
+        self.stored = stored
+        self.summary = summary
+        self.classification = classification
+        self.cursor = cursor
+        self.presenter = presenter
+
+    @property
+    def event_id(self) -> str:
+        return self.stored.id
+
+    @property
+    def priority(self) -> str:
+        return self.classification.priority
+
+    @functools.cached_property
+    def related_ids(self) -> frozenset[str]:
+        """Every Stripe id the event is about, as search finds it by its object (its own object's first)."""
+        own = {self.stored.object_id} if self.stored.object_id else set()
+        return frozenset(own | set(findable_payload(self.stored.payload).related_ids))
+
+    @functools.cached_property
+    def data(self) -> dict[str, Any]:
+        stored, summary, classification = self.stored, self.summary, self.classification
+        amount = None
+        if stored.amount is not None and stored.currency is not None:
+            amount = major_units(stored.amount, stored.currency)
+        data = {
+            "id": stored.id,
+            "type": stored.type,
+            "created": summary.created.isoformat(),
+            "customer": stored.customer,
+            "object_id": stored.object_id,
+            "amount": amount,
+            "currency": stored.currency.lower() if stored.currency else None,
+            "priority": classification.priority,
+            "category": classification.category,
+            "summary": classification.summary,
+            "superseded_by": summary.superseded_by,
+            "stale": summary.stale,
+        }
+        return self.presenter.shown(data)
+
+    @functools.cached_property
+    def payload(self) -> dict[str, Any]:
+        """The Stripe event as stored, masked as the policy asks."""
+        return self.presenter.shown(self.stored.body())
+
+    def occurrence(self, include_payload: bool) -> Occurrence:
+        data = {**self.data, "payload": self.payload} if include_payload else self.data
+        return Occurrence(self.event_id, self.name, utc(self.stored.received_at), data, self.cursor)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEntry:
+    """A line of the incident log: an incident the inbox alerts about, opened or cleared."""
+
+    seq: int
+    incident: str
+    state: str  # opened | cleared
+    detail: str
+    at: float
+    cursor: str
+    name: str = INBOX_ALERT
+
+    @property
+    def event_id(self) -> str:
+        return f"alert_{self.seq}_{self.incident}_{self.state}"
+
+    def occurrence(self) -> Occurrence:
+        at = utc(self.at)
+        data = {"name": self.incident, "state": self.state, "detail": self.detail, "at": at.isoformat()}  # type: ignore[union-attr]
+        return Occurrence(self.event_id, self.name, at, data, self.cursor)  # type: ignore[arg-type]
