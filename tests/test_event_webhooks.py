@@ -42,6 +42,8 @@ max_attempts = 50
 
 [event_subscriptions]
 max_per_principal = {limit}
+timeout_seconds = 2.0
+lease_seconds = 6.0
 """
 
 
@@ -191,6 +193,7 @@ async def test_a_410_ends_the_subscription_and_a_413_skips_one_event(inbox: Inbo
     assert [each["eventId"] for each in receiver.wait_for_events(1)] == [fine["id"]]
     row = inbox.row(subscribed["id"])
     assert row["state"] == "active" and f"413: {too_big['id']} skipped" in row["last_error"]
+    assert row["failures"] == 1 and row["delivered"] == 1
     receiver.script = [410]
     inbox.deliver(make_event("invoice.finalized"))
     wait_until(lambda: inbox.row(subscribed["id"])["state"] == "ended", "the subscription ended by the 410")

@@ -121,9 +121,23 @@ class EventSubscriptionSettings(BaseModel):
     default_ttl_days: float = Field(default=30.0, gt=0, le=DAYS_A_CENTURY, description="when ttlMs is not given")
     max_ttl_days: float = Field(default=365.0, gt=0, le=DAYS_A_CENTURY, description="a longer ttlMs is cut to this")
     timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="one POST to a callback")
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="a replica delivers a subscription's events for this long before renewing; after a crash, "
+        "another (or the restarted one) takes over once it lapses",
+    )
     key_file: str | None = Field(
         default=None, description="the key the callbacks' secrets are encrypted with; default: beside the database"
     )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_pass(self) -> EventSubscriptionSettings:
+        if self.lease_seconds < 3 * self.timeout_seconds:
+            # A pass starts POSTs for a third of the lease, and the last may take the whole timeout.
+            raise ValueError("lease_seconds must be at least 3 times timeout_seconds")
+        return self
 
 
 class Settings(BaseSettings):

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stripe_inbox.event_webhooks")
 
-LEASE_SECONDS = 60.0  # well above a POST's timeout: a live holder renews at half of it
 SCAN_LIMIT = 200  # events read after one cursor in a pass
 IN_FLIGHT = 32  # subscriptions being delivered to at once
 ROUND_SECONDS = 0.02  # passes are at least this far apart, however many commits wake them
@@ -45,6 +44,8 @@ class WebhookDelivery:
         self.inbox = inbox
         self.store = inbox.store
         self.policy = inbox.settings.outbox
+        # A pass starts POSTs for a third of the lease (its holder renews at half), each done within the timeout.
+        self.lease_seconds = inbox.settings.event_subscriptions.lease_seconds
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._selectors: dict[tuple[str, int], source.Selector] = {}
         self._secrets: dict[tuple[str, int], str] = {}
@@ -78,7 +79,7 @@ class WebhookDelivery:
         there is more to read)."""
         now = time.time()
         self.passes += 1
-        if not await self.store.claim_subscriptions(self.owner, now, LEASE_SECONDS):
+        if not await self.store.claim_subscriptions(self.owner, now, self.lease_seconds):
             return False, None
         held = await self.store.held_subscriptions(self.owner, now)
         due = [each for each in held if each.next_attempt_at <= now]
@@ -134,6 +135,7 @@ class _Pass:
         self.owner = delivery.owner
         self.callbacks = callbacks
         self.more = False
+        self.deadline = time.monotonic() + delivery.lease_seconds / 3
         self.moved: list[tuple[str, str | None, int]] = []  # cursors moved past events that matched nothing
 
     async def run(self, due: Sequence[Subscription]) -> None:
@@ -180,6 +182,9 @@ class _Pass:
                 return
             cursor = scan.start_cursor
         for occurrence in matched:
+            if time.monotonic() > self.deadline:  # the rest next pass, under a renewed lease
+                self.more = True
+                return
             answer = await self._post(subscription, secret, occurrence.event_id, _event_body(occurrence))
             if answer.status == 413:  # not retried: recorded, and the cursor moves past it
                 log.info("event webhooks: %s: %s refused as too large (413)", subscription.id, occurrence.event_id)

@@ -47,7 +47,7 @@ class Subscription:
     attempts: int  # failed attempts in a row at the event (or control message) now due
     next_attempt_at: float
     last_delivery_at: float | None
-    last_error: str | None
+    last_error: str | None  # the latest failure, kept after later successes (attempts says whether it lasts)
     failures: int  # failed POSTs in all
     delivered: int  # events delivered in all
     lease_owner: str | None
@@ -233,13 +233,11 @@ class EventSubscriptionStore(AreaStore):
         async with self.db.transaction() as tx:
             rows = await tx.fetch(
                 "UPDATE event_subscriptions SET cursor = ?, attempts = 0, "
-                "last_error = CASE WHEN CAST(? AS INTEGER) > 0 THEN NULL ELSE last_error END, "
                 "delivered = delivered + ?, "
                 "last_delivery_at = CASE WHEN CAST(? AS INTEGER) > 0 THEN CAST(? AS DOUBLE PRECISION) "
                 "ELSE last_delivery_at END "
                 "WHERE id = ? AND lease_owner = ? AND generation = ? AND state = 'active' RETURNING id",
                 cursor,
-                delivered,
                 delivered,
                 delivered,
                 at,
