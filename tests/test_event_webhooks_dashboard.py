@@ -80,8 +80,8 @@ async def test_the_page_lists_subscriptions_without_secrets_and_revokes_one(
 @needs_browser
 def test_in_chromium_revoking_a_subscription_tells_its_callback(
     tmp_path: Path,
-    page: Page,
-    receiver: WebhookReceiver,  # noqa: F811 - the fixture
+    page: Page,  # noqa: F811 - the fixture
+    receiver: WebhookReceiver,
 ) -> None:
     async def seed() -> str:
         async with open_inbox(load_settings(db=str(tmp_path / "inbox.db"), webhook_secret=SECRET)) as inbox:

@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     tickets: TrackerConfig | None = None
     outbox: OutboxPolicy = Field(default_factory=OutboxPolicy)
     push: PushSettings = Field(default_factory=PushSettings)
+    event_stream_heartbeat_seconds: float = Field(
+        default=30.0, gt=0, le=30, description="an idle events/stream tells its cursor this often"
+    )
     approval_timeout_minutes: float = Field(
         default=1440.0, gt=0, le=MINUTES_A_YEAR, description="an unanswered approval lapses"
     )
