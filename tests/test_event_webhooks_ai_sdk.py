@@ -35,8 +35,9 @@ class Script:
     """The Node script, its stdout read line by line on a thread, each wait bounded."""
 
     def __init__(self, served: Inbox, arguments: dict[str, Any]) -> None:
+        token = served.env["STRIPE_INBOX_MCP_TOKEN"]
         self.process = subprocess.Popen(
-            [str(NODE), str(SCRIPT), served.server.mcp_url, served.env["STRIPE_INBOX_MCP_TOKEN"], json.dumps(arguments)],
+            [str(NODE), str(SCRIPT), served.server.mcp_url, token, json.dumps(arguments)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
