@@ -325,6 +325,11 @@ async def test_the_operator_lists_and_revokes_and_the_callback_is_told(inbox: In
     assert again.returncode != 0 and "no live subscription" in again.stderr
     stats = httpx.get(inbox.server.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     assert 'stripe_inbox_event_subscriptions{state="ended"} 1.0' in stats.text
+    assert "stripe_inbox_event_streams 0.0" in stats.text
+    async with inbox.client() as client:
+        resource = await client.read_resource("stripe://stats")
+    (content,) = resource.contents
+    assert json.loads(content.text)["subscriptions"] == {"active": 0, "verifying": 0, "ended": 1, "failing": 0}
 
 
 async def test_two_postgresql_replicas_deliver_each_event_once(tmp_path: Path, receiver: WebhookReceiver) -> None:

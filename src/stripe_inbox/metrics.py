@@ -56,6 +56,11 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self.event_streams = Gauge(
+            "stripe_inbox_event_streams",
+            "MCP Events events/stream requests this process is serving now",
+            registry=self.registry,
+        )
         self.unindexed = Gauge(
             "stripe_inbox_search_unindexed_events",
             "Stored events the search index does not hold yet (the indexer catches up within seconds)",
