@@ -369,3 +369,10 @@ def test_a_gap_is_given_up_only_after_a_read_has_looked_for_it_late() -> None:
     cursor.expire(now=200.0, checked_through=11)
     assert set(cursor.gaps) == {12}, "only what the read looked for"
     assert cursor.take(12, now=200.0) and not cursor.take(12, now=200.0) and not cursor.take(9, now=200.0)
+
+
+def test_positions_retention_pruned_are_not_looked_for_again() -> None:
+    cursor = FeedCursor("stripe.event", 0)
+    assert cursor.take(50_000, now=1.0, settled=49_990)
+    assert set(cursor.gaps) == set(range(49_991, 50_000)), "only numbers above what pruning deleted"
+    assert len(cursor.encode()) < 120, "a run of gaps missed at once is written once"

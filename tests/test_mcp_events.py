@@ -119,6 +119,8 @@ async def poll_scenario(client: Client, send: Deliver, modern: bool) -> None:
         client, "events/poll", name="stripe.event", arguments={"types": ["charge.dispute.*"]}, cursor=start["cursor"]
     )
     assert [each["eventId"] for each in disputes["events"]] == [second["id"]]
+    aged = await call(client, "events/poll", name="stripe.event", cursor=start["cursor"], maxAgeMs=0)
+    assert aged["events"] == [] and aged["truncated"] is True, "older than maxAgeMs: skipped, and said so"
 
 
 async def error_scenario(client: Client) -> None:
@@ -132,7 +134,9 @@ async def error_scenario(client: Client) -> None:
     many = await refused(client, "events/poll", name="stripe.event", cursor=None, maxEvents=1000)
     assert many.error.code == -32602 and "maxEvents must be a whole number from 1 to 100" in many.error.message
     stream = await refused(client, "events/stream", name="stripe.event", arguments={"currency": "dollars"})
-    assert stream.error.code == -32602
+    assert stream.error.code == -32602 and "currency 'dollars' is not a three-letter ISO" in stream.error.message
+    page = await refused(client, "events/list", cursor="2")
+    assert page.error.code == -32602 and "events/list has one page" in page.error.message
 
 
 async def stream_scenario(client: Client, hears: Hears, send: Deliver) -> None:

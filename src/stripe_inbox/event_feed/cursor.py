@@ -29,11 +29,12 @@ class FeedCursor:
         """The position to read the feed after: the lowest open gap's predecessor, or the position."""
         return min(self.gaps, default=self.position + 1) - 1
 
-    def take(self, position: int, now: float) -> bool:
+    def take(self, position: int, now: float, settled: int = 0) -> bool:
         """Whether the row at `position`, read in order after `read_after`, is one this reader has not seen;
-        positions skipped on the way become gaps."""
+        positions skipped on the way become gaps, but for those up to `settled`, long committed or deleted."""
         if position > self.position:
-            self.gaps.update(dict.fromkeys(range(max(self.position + 1, position - MAX_GAP), position), now))
+            lowest = max(self.position + 1, position - MAX_GAP, settled + 1)
+            self.gaps.update(dict.fromkeys(range(lowest, position), now))
             self.position = position
             return True
         return self.gaps.pop(position, None) is not None

@@ -70,7 +70,7 @@ async def scan(
     rows = await inbox.store.feed_rows(table, cursor.read_after, limit)
     fresh: list[tuple[Any, str]] = []
     for row in rows:
-        if not cursor.take(_seq(row), now):
+        if not cursor.take(_seq(row), now, settled=pruned):
             continue
         if cutoff is not None and _written_at(row) < cutoff:
             truncated = True
