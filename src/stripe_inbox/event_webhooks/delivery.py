@@ -181,7 +181,7 @@ class _Pass:
         if scan.truncated:
             gap = {"type": "gap", "cursor": scan.start_cursor}
             answer = await self._post(subscription, secret, f"gap_{_digest(subscription.cursor)}", gap)
-            if not await self._settle(subscription, answer, scan.start_cursor):
+            if not await self._settle(subscription, answer, scan.start_cursor, event=False):
                 return
             cursor = scan.start_cursor
         for occurrence in matched:
@@ -206,11 +206,11 @@ class _Pass:
         else:
             self.moved.append((subscription.id, scan.cursor, subscription.generation))
 
-    async def _settle(self, subscription: Subscription, answer: Answer, cursor: str | None) -> bool:
-        """Record one POST's outcome; whether to go on to the next event."""
+    async def _settle(self, subscription: Subscription, answer: Answer, cursor: str | None, event: bool = True) -> bool:
+        """Record one POST's outcome (of an event, or a control message); whether to go on to the next event."""
         now = time.time()
         if answer.ok or answer.status == 413:
-            delivered = 1 if answer.ok else 0
+            delivered = 1 if answer.ok and event else 0
             return await self.store.record_delivered(
                 subscription.id, self.owner, subscription.generation, cursor, delivered, now
             )
