@@ -55,22 +55,26 @@ class WebhookDelivery:
         self._matchers: dict[frozenset[tuple[str, int]], Matcher] = {}
         self._secrets: dict[tuple[str, int], str] = {}
         self._box: SecretBox | None = None
-        self._wake = anyio.Event()
         self.passes = 0
 
     async def run(self) -> None:
         """Deliver for ever; several processes may run this on one inbox."""
         callbacks = Callbacks(self.inbox.settings.event_subscriptions.timeout_seconds)
+        held = True
         try:
             while True:
                 started = time.monotonic()
-                held = True
-                try:
-                    held, next_at = await self.deliver_once(callbacks)
-                except StoreUnavailable as error:
-                    log.warning("event webhooks: %s; retrying", error)
-                    next_at = None
-                await self._wait(next_at, started, held)
+                wake = anyio.Event()
+                with ExitStack() as waking:  # listening from before the pass: a commit during it is not missed
+                    waking.enter_context(self.store.event_subscriptions.waking_on_subscriptions(wake))
+                    if held:  # the events of a commit matter only to a process holding subscriptions
+                        waking.enter_context(self.store.waking(wake))
+                    try:
+                        held, next_at = await self.deliver_once(callbacks)
+                    except StoreUnavailable as error:
+                        log.warning("event webhooks: %s; retrying", error)
+                        next_at = None
+                    await self._wait(wake, next_at, started)
         finally:
             await callbacks.aclose()
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
@@ -127,17 +131,12 @@ class WebhookDelivery:
         delay = self.policy.retry_base_seconds * 2 ** (attempts - 1)
         return now + min(delay, self.policy.retry_max_seconds)
 
-    async def _wait(self, next_at: float | None, started: float, held: bool) -> None:
-        """Until a commit (while holding subscriptions: their events may be in it), a subscription saved here, or
-        `next_at`; at most IDLE_POLL_SECONDS, and at least ROUND_SECONDS after `started`."""
+    async def _wait(self, wake: anyio.Event, next_at: float | None, started: float) -> None:
+        """Until `wake` (a commit, or a subscription saved here), or `next_at`; at most IDLE_POLL_SECONDS, and at
+        least ROUND_SECONDS after `started`."""
         timeout = IDLE_POLL_SECONDS if next_at is None else min(max(next_at - time.time(), 0), IDLE_POLL_SECONDS)
-        with ExitStack() as waking:
-            waking.enter_context(self.store.event_subscriptions.waking_on_subscriptions(self._wake))
-            if held:
-                waking.enter_context(self.store.waking(self._wake))
-            with anyio.move_on_after(timeout):
-                await self._wake.wait()
-        self._wake = anyio.Event()
+        with anyio.move_on_after(timeout):
+            await wake.wait()
         await anyio.sleep(max(0.0, ROUND_SECONDS - (time.monotonic() - started)))
 
 
