@@ -16,6 +16,7 @@ from stripe_inbox import Inbox
 from stripe_inbox.event_feed import feed
 from stripe_inbox.event_webhooks.callback import Callbacks
 from stripe_inbox.event_webhooks.delivery import WebhookDelivery
+from stripe_inbox.event_webhooks.errors import UnknownSubscription
 from stripe_inbox.event_webhooks.secret_box import SecretBox
 from stripe_inbox.event_webhooks.subscriptions import WebhookSubscriptions
 from stripe_inbox.stores.event_subscriptions import NewSubscription
@@ -120,3 +121,17 @@ async def test_a_subscription_whose_secret_does_not_open_fails_alone(
     assert [each.headers["x-mcp-subscription-id"] for each in receiver.accepted] == [good.id]
     stored = await inbox.store.subscription(bad.id)
     assert stored is not None and stored.delivered == 0 and stored.state == "active"
+
+
+async def test_a_principal_ends_only_its_own_subscriptions(inbox: Inbox, receiver: WebhookReceiver) -> None:
+    subscriptions = WebhookSubscriptions(inbox, loopback_http=True)
+    mine = await subscriptions.subscribe("client-a", params(receiver))
+    with pytest.raises(UnknownSubscription, match="no subscription"):
+        await subscriptions.unsubscribe("client-b", {"id": mine.id})
+    with pytest.raises(UnknownSubscription):  # named as the AI SDK names it: client-b's would be another id
+        await subscriptions.unsubscribe("client-b", {**params(receiver), "delivery": {"url": receiver.url}})
+    await subscriptions.unsubscribe("client-a", {**params(receiver), "delivery": {"url": receiver.url}})
+    ended = await inbox.store.subscription(mine.id)
+    assert ended is not None and ended.state == "ended" and ended.ended_reason == "unsubscribed"
+    with pytest.raises(UnknownSubscription):  # ended: nothing left to end
+        await subscriptions.unsubscribe("client-a", {"id": mine.id})

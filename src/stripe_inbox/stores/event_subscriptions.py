@@ -18,7 +18,7 @@ from .connector import Connector
 from .interface import Audit
 from .journal import record_audit
 
-SubscriptionState = Literal["verifying", "active", "ended"]
+SubscriptionState = Literal["active", "ended"]  # verified before it is saved: never half-made
 COLUMNS = (
     "id, principal, name, arguments, url, secret, cursor, generation, created_at, refresh_before, state, "
     "ended_reason, terminate_pending, attempts, next_attempt_at, last_delivery_at, last_error, failures, delivered, "
@@ -162,9 +162,9 @@ class EventSubscriptionStore(AreaStore):
 
     async def subscription_counts(self) -> dict[str, int]:
         """Per state, for stats and metrics; failing: active ones whose last attempt failed."""
-        counts = {"active": 0, "verifying": 0, "ended": 0, "failing": 0}
+        counts = {"active": 0, "ended": 0, "failing": 0}
         for state, count in await self.db.fetch("SELECT state, count(*) FROM event_subscriptions GROUP BY state"):
-            counts[state] = int(count)
+            counts[state] = counts.get(state, 0) + int(count)
         (row,) = await self.db.fetch("SELECT count(*) FROM event_subscriptions WHERE state = 'active' AND attempts > 0")
         counts["failing"] = int(row[0])
         return counts

@@ -98,7 +98,7 @@ EVENT_SUBSCRIPTIONS = """
         generation INTEGER NOT NULL DEFAULT 0,
         created_at DOUBLE PRECISION NOT NULL,
         refresh_before DOUBLE PRECISION,
-        state TEXT NOT NULL CHECK (state IN ('verifying', 'active', 'ended')),
+        state TEXT NOT NULL CHECK (state IN ('active', 'ended')),
         ended_reason TEXT,
         terminate_pending INTEGER NOT NULL DEFAULT 0,
         attempts INTEGER NOT NULL DEFAULT 0,

@@ -82,7 +82,7 @@ EVENT_SUBSCRIPTIONS = """
         generation INTEGER NOT NULL DEFAULT 0,
         created_at REAL NOT NULL,
         refresh_before REAL,
-        state TEXT NOT NULL CHECK (state IN ('verifying', 'active', 'ended')),
+        state TEXT NOT NULL CHECK (state IN ('active', 'ended')),
         ended_reason TEXT,
         terminate_pending INTEGER NOT NULL DEFAULT 0,
         attempts INTEGER NOT NULL DEFAULT 0,
