@@ -36,6 +36,10 @@ log = logging.getLogger("stripe_inbox.event_webhooks")
 SCAN_LIMIT = 200  # events read after one cursor in a pass
 IN_FLIGHT = 32  # subscriptions being delivered to at once
 ROUND_SECONDS = 0.02  # passes are at least this far apart, however many commits wake them
+# While the ingress is busy (this many deliveries, or more, wait for their commit), passes are fewer: each reads the
+# held subscriptions and, on SQLite, writes through the ingest's thread. Events then reach callbacks a little later.
+BUSY_WAITING = 4
+BUSY_ROUND_SECONDS = 0.25
 IDLE_POLL_SECONDS = 1.0  # how soon events committed by another process (SQLite) are noticed
 RELEASE_SECONDS = 5.0
 KEPT_MATCHERS = 16  # one per distinct cursor the held subscriptions are at, usually one
@@ -137,7 +141,8 @@ class WebhookDelivery:
         timeout = IDLE_POLL_SECONDS if next_at is None else min(max(next_at - time.time(), 0), IDLE_POLL_SECONDS)
         with anyio.move_on_after(timeout):
             await wake.wait()
-        await anyio.sleep(max(0.0, ROUND_SECONDS - (time.monotonic() - started)))
+        spacing = BUSY_ROUND_SECONDS if self.inbox.committing >= BUSY_WAITING else ROUND_SECONDS
+        await anyio.sleep(max(0.0, spacing - (time.monotonic() - started)))
 
 
 class _Pass:
