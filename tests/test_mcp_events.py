@@ -3,6 +3,7 @@ real `serve` in both eras, and stdio against a real `stripe-inbox mcp`. Events e
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import uvicorn
 from mcp import Client, StdioServerParameters
 from mcp.client.extension import ClientExtension, NotificationBinding
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -325,3 +327,77 @@ async def raw_initialize(http: httpx.AsyncClient, url: str) -> dict[str, Any]:
         data = next(line for line in response.text.splitlines() if line.startswith("data:"))
         return dict(RAW.validate_json(data[5:]))
     return dict(response.json())
+
+
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+async def test_a_stream_whose_client_went_away_ends(quick: Inbox, era: str) -> None:
+    """Over a real loopback HTTP server: the client drops the SSE response without cancelling; the stream's
+    handler ends (a 2025-era session would otherwise keep it running, sending into nothing)."""
+    server = create_mcp_server(quick)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/mcp"
+        web = uvicorn.Server(uvicorn.Config(create_app(quick, server), log_level="warning"))
+        async with anyio.create_task_group() as group, httpx.AsyncClient(timeout=BOUND) as http:
+            group.start_soon(lambda: web.serve(sockets=[listener]))
+            await drop_a_stream(http, url, era, server)
+            with anyio.fail_after(BOUND):
+                while server.events.open_streams:
+                    await anyio.sleep(0.05)
+            web.should_exit = True
+
+
+async def drop_a_stream(http: httpx.AsyncClient, url: str, era: str, server: InboxServer) -> None:
+    """Open an events/stream as raw JSON-RPC, hear two heartbeats, and hang up."""
+    headers = await raw_session(http, url, era)
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": 2, "method": "events/stream", "params": {"name": "stripe.event"}}
+    if era != "2025-11-25":
+        body["params"]["_meta"] = MODERN_ENVELOPE
+    async with http.stream("POST", url, headers=headers, json=body) as response:
+        assert response.status_code == 200
+        beats = 0
+        async for line in response.aiter_lines():
+            beats += '"notifications/events/heartbeat"' in line
+            if beats == 2:
+                break
+        assert server.events.open_streams == 1
+
+
+MODERN_ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+}
+
+
+async def raw_session(http: httpx.AsyncClient, url: str, era: str) -> dict[str, str]:
+    """The headers of a raw JSON-RPC events/stream in `era`, after the 2025 handshake where it has one."""
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "mcp-protocol-version": era,
+    }
+    if era != "2025-11-25":
+        await wait_listening(http, url)
+        return {**headers, "mcp-method": "events/stream"}
+    await wait_listening(http, url)
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": era, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+    }
+    opened = await http.post(url, json=body, headers=headers)
+    headers["mcp-session-id"] = opened.headers["mcp-session-id"]
+    await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    return headers
+
+
+async def wait_listening(http: httpx.AsyncClient, url: str) -> None:
+    with anyio.fail_after(BOUND):
+        while True:
+            try:
+                await http.get(url.replace("/mcp", "/healthz"))
+                return
+            except httpx.ConnectError:
+                await anyio.sleep(0.05)

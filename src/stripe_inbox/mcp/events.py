@@ -15,6 +15,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import Notification
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
 
 from ..auth.scopes import READ
 from ..errors import InboxError, InvalidArgument
@@ -113,6 +114,8 @@ class EventMethods:
                     await self._send(ctx, EventNotification(params=Loose(**labelled(occurrence, meta))))
                     last_sent = time.monotonic()
                 if beat_due or time.monotonic() - last_sent >= self.heartbeat_seconds:
+                    if await _gone(ctx):
+                        return {}
                     await self._beat(ctx, cursor, truncated, meta)
                     beat_due, truncated, last_sent = False, False, time.monotonic()
                 if batch.events or batch.has_more:
@@ -131,6 +134,13 @@ class EventMethods:
     @staticmethod
     async def _send(ctx: ServerRequestContext[Any], notification: Notification[Any, Any]) -> None:
         await ctx.session.send_notification(notification, related_request_id=ctx.request_id)  # type: ignore[arg-type]
+
+
+async def _gone(ctx: ServerRequestContext[Any]) -> bool:
+    """Whether the HTTP client that opened the stream went away. A 2025-era session keeps a request's handler
+    running after its SSE response closed (the client could resume it), and what it sends then is dropped
+    without an error; a 2026-07-28 request is cancelled with its connection."""
+    return isinstance(ctx.request, Request) and await ctx.request.is_disconnected()
 
 
 def labelled(occurrence: Occurrence, meta: dict[str, Any] | None = None) -> dict[str, Any]:
