@@ -20,7 +20,7 @@ from .journal import record_audit
 
 SubscriptionState = Literal["active", "ended"]  # verified before it is saved: never half-made
 COLUMNS = (
-    "id, principal, name, arguments, url, secret, cursor, generation, created_at, refresh_before, state, "
+    "id, principal, name, arguments, callback, secret, cursor, generation, created_at, refresh_before, state, "
     "ended_reason, terminate_pending, attempts, next_attempt_at, last_delivery_at, last_error, failures, delivered, "
     "lease_owner, lease_until"
 )

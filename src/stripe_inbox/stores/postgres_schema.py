@@ -92,7 +92,7 @@ EVENT_SUBSCRIPTIONS = """
         principal TEXT NOT NULL,
         name TEXT NOT NULL,
         arguments TEXT NOT NULL,
-        url TEXT NOT NULL,
+        callback TEXT NOT NULL,  -- where events are POSTed, exactly as the client gave it
         secret TEXT NOT NULL,
         cursor TEXT,
         generation INTEGER NOT NULL DEFAULT 0,
