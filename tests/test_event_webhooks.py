@@ -11,6 +11,7 @@ import os
 import secrets
 import signal
 import sqlite3
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -350,3 +351,13 @@ async def test_two_postgresql_replicas_deliver_each_event_once(tmp_path: Path, r
         finally:
             stop_server(first)
             stop_server(second)
+        assert len(receiver.events()) == len(events)  # and none came twice while the replicas stopped
+        schema = url.rsplit("search_path=", 1)[1]
+        base = url.split("?", 1)[0]
+        dump = subprocess.run(["pg_dump", "--schema", schema, base], capture_output=True, timeout=60)
+        if dump.returncode == 0:  # no pg_dump of this server's version here: the SQLite test covers the files
+            raw = receiver.secret.removeprefix("whsec_").encode()
+            assert b"event_subscriptions" in dump.stdout and raw not in dump.stdout
+            assert base64.b64decode(raw) not in dump.stdout
+        output = "".join(first.output + second.output)
+        assert receiver.secret.removeprefix("whsec_") not in output and key not in output
