@@ -19,12 +19,14 @@ COMMANDS = [
     "claude-config",
     "approvals",
     "tokens",
+    "subscriptions",
     "forward",
 ]
 ACTIONS = {
     "events": ["list", "show", "ack", "prune", "timeline", "replay"],
     "approvals": ["list", "approve", "reject"],
     "tokens": ["list", "revoke"],
+    "subscriptions": ["list", "revoke"],
     "forward": ["secret"],
 }
 CONTRACT_LINES = [

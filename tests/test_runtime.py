@@ -25,7 +25,7 @@ from .receivers import HTTPReceiver
 BOUND = 30  # seconds any one wait for a real process may take
 FORWARD_SECRET = "whsec_forward_runtime_" + "f" * 32
 HOOK_SECRET = "hook-secret-" + "h" * 20
-CORE_LOOPS = {"changes", "outbox", "forwarder", "indexer"}
+CORE_LOOPS = {"changes", "outbox", "forwarder", "indexer", "event_webhooks"}
 
 # A program that embeds the inbox: its own uvicorn over create_app(inbox), no MCP server, no `serve`.
 EMBEDDING_PROGRAM = """

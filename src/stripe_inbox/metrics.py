@@ -50,6 +50,17 @@ class Metrics:
             ["destination", "state"],
             registry=self.registry,
         )
+        self.subscriptions = Gauge(
+            "stripe_inbox_event_subscriptions",
+            "MCP Events webhook subscriptions by state (failing: active, and their last POST failed)",
+            ["state"],
+            registry=self.registry,
+        )
+        self.event_streams = Gauge(
+            "stripe_inbox_event_streams",
+            "MCP Events events/stream requests this process is serving now",
+            registry=self.registry,
+        )
         self.unindexed = Gauge(
             "stripe_inbox_search_unindexed_events",
             "Stored events the search index does not hold yet (the indexer catches up within seconds)",
@@ -82,6 +93,8 @@ class Metrics:
         self.forwards.clear()
         for destination, state, count in forwards or []:
             self.forwards.labels(destination, state).set(count)
+        for state, count in stats.subscriptions.items():
+            self.subscriptions.labels(state).set(count)
         self.oldest_pending.set(stats.oldest_pending_age_seconds or 0)
         self.unindexed.set(stats.unindexed)
         return generate_latest(self.registry)

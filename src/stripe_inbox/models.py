@@ -207,6 +207,10 @@ class Stats(BaseModel):
     actions: dict[str, int] = Field(description="notifications and forwarded tickets by delivery state")
     forwards: dict[str, int] = Field(default_factory=dict, description="forwards to destinations by delivery state")
     unindexed: int = Field(default=0, description=UNINDEXED)
+    subscriptions: dict[str, int] = Field(
+        default_factory=dict,
+        description="MCP Events webhook subscriptions by state (active, ended; failing: active, last POST failed)",
+    )
 
 
 class Approval(BaseModel):

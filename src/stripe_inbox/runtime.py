@@ -4,10 +4,11 @@
     async with Runtime(inbox).running():
         ...  # serve
 
-The inbox's own loops always run (the change feed, the outbox, the forwarder, the search indexer), and upkeep
-(alerts, approvals that lapse, retention) where asked; a face adds its own (the MCP server tells its subscribers,
-the Claude channel pushes). Each runs under the inbox's supervisor: one that fails is restarted alone, and /healthz
-names it meanwhile. Started twice in one process, a loop already running is not started again."""
+The inbox's own loops always run (the change feed, the outbox, the forwarder, the search indexer, the MCP Events
+webhook deliveries), and upkeep (alerts, approvals that lapse, retention) where asked; a face adds its own (the MCP
+server tells its subscribers, the Claude channel pushes). Each runs under the inbox's supervisor: one that fails is
+restarted alone, and /healthz names it meanwhile. Started twice in one process, a loop already running is not
+started again."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 import anyio
 
 from .actions.forward import Forwarder
+from .event_webhooks.delivery import WebhookDelivery
 from .inbox import Inbox
 from .upkeep import Upkeep
 
@@ -38,6 +40,7 @@ class Runtime:
             "outbox": inbox.outbox.run,
             "forwarder": Forwarder(inbox.store, settings.outbox, settings.forward, lambda: inbox.committing).run,
             "indexer": inbox.indexer.run,
+            "event_webhooks": WebhookDelivery(inbox).run,
         }
         if self.upkeep:
             loops["upkeep"] = Upkeep(inbox).run

@@ -48,6 +48,7 @@ ENVIRONMENT: dict[str, str] = {
     "STRIPE_INBOX_TOKEN": "mcp_token",
     "STRIPE_INBOX_MCP_TOKEN": "mcp_token",
     "STRIPE_INBOX_PUBLIC_URL": "public_url",
+    "STRIPE_INBOX_EVENTS_KEY": "events_key",
 }
 
 
@@ -110,6 +111,35 @@ class AlertSettings(BaseModel):
     check_seconds: float = Field(default=60.0, gt=0, le=SECONDS_A_DAY)
 
 
+class EventSubscriptionSettings(BaseModel):
+    """`[event_subscriptions]`: MCP Events webhook subscriptions (`events/subscribe`); retried with `[outbox]`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    max_subscriptions: int = Field(default=1000, ge=0, le=100_000, description="not ended, of all principals")
+    max_per_principal: int = Field(default=100, ge=0, le=100_000, description="not ended, of one client")
+    default_ttl_days: float = Field(default=30.0, gt=0, le=DAYS_A_CENTURY, description="when ttlMs is not given")
+    max_ttl_days: float = Field(default=365.0, gt=0, le=DAYS_A_CENTURY, description="a longer ttlMs is cut to this")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="one POST to a callback")
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="a replica delivers a subscription's events for this long before renewing; after a crash, "
+        "another (or the restarted one) takes over once it lapses",
+    )
+    key_file: str | None = Field(
+        default=None, description="the key the callbacks' secrets are encrypted with; default: beside the database"
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_pass(self) -> EventSubscriptionSettings:
+        if self.lease_seconds < 3 * self.timeout_seconds:
+            # A pass starts POSTs for a third of the lease, and the last may take the whole timeout.
+            raise ValueError("lease_seconds must be at least 3 times timeout_seconds")
+        return self
+
+
 class Settings(BaseSettings):
     # Only the variables in ENVIRONMENT are read: a generic name such as API_BASE or DB belongs to other programs.
     model_config = SettingsConfigDict(extra="forbid", allow_inf_nan=False)
@@ -145,6 +175,10 @@ class Settings(BaseSettings):
         default=None, gt=0, le=DAYS_A_CENTURY, description="serve prunes acked events this old daily"
     )
     forward: list[ForwardDestination] = Field(default_factory=list)
+    event_subscriptions: EventSubscriptionSettings = Field(default_factory=EventSubscriptionSettings)
+    # The key webhook subscriptions' secrets are encrypted with (base64 of 32 bytes), for replicas that share no
+    # file; else it is read from, or made into, event_subscriptions.key_file.
+    events_key: str | None = None
 
     _toml_file: ClassVar[Path | None] = None
 
@@ -261,6 +295,14 @@ class Settings(BaseSettings):
         """Configured secrets, then any stored beside the database (generated or registered)."""
         configured = parse_secrets(self.webhook_secret) if self.webhook_secret else []
         return configured + [s for s in read_stored_secrets(self.secret_file) if s not in configured]
+
+    @property
+    def events_key_file(self) -> Path:
+        if self.event_subscriptions.key_file:
+            return Path(self.event_subscriptions.key_file).expanduser().resolve()
+        if is_server_url(self.db):
+            return Path("stripe-inbox.events-key").resolve()
+        return Path(self.db).expanduser().resolve().with_name(Path(self.db).name + ".events-key")
 
     @property
     def secret_file(self) -> Path:

@@ -32,4 +32,5 @@ async def tally(store: Store, now: float) -> Stats:
         actions=await store.delivery_counts(),
         forwards=forwards,
         unindexed=await store.unindexed(),
+        subscriptions=await store.subscription_counts(),
     )

@@ -92,8 +92,10 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
 class PolicedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over PolicedBackend; no proxy from the environment (it would be the peer instead)."""
 
-    def __init__(self, permit: AddressPolicy = is_public) -> None:
+    def __init__(self, permit: AddressPolicy = is_public, max_connections: int = 4) -> None:
         super().__init__(retries=0)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(), network_backend=PolicedBackend(permit), max_connections=4
+            ssl_context=httpx.create_ssl_context(),
+            network_backend=PolicedBackend(permit),
+            max_connections=max_connections,
         )

@@ -9,7 +9,7 @@ import sys
 
 from .. import __version__
 from ..errors import ConfigError, InboxError, InvalidArgument
-from . import approvals, client_config, events, forward, serve, stripe, tokens
+from . import approvals, client_config, events, forward, serve, stripe, subscriptions, tokens
 
 __all__ = ["build_parser", "main"]
 
@@ -44,5 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     client_config.add_claude_config(commands)
     approvals.add_approvals(commands)
     tokens.add_tokens(commands)
+    subscriptions.add_subscriptions(commands)
     forward.add_forward(commands)
     return parser

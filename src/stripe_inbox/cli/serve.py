@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..errors import ConfigError
+from ..event_webhooks.callback import loopback_only
 from ..inbox import open_inbox
 from ..models import PRIORITIES
 from ..settings import LOOPBACK_HOSTS, HttpLimits, Settings, generate_secret, store_secret
@@ -92,9 +93,11 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     async with open_inbox(settings) as inbox:
         inbox.indexer.in_worker_process = True
         metrics = Metrics()
-        app = create_app(inbox, create_mcp_server(inbox, metrics), metrics)
-        server = uvicorn.Server(_uvicorn_config(app, settings.http))
+        mcp_server = create_mcp_server(inbox, metrics)
         host, port = sock.getsockname()[:2]
+        mcp_server.webhooks.subscriptions.loopback_http = loopback_only(host, settings.public_url)
+        app = create_app(inbox, mcp_server, metrics)
+        server = uvicorn.Server(_uvicorn_config(app, settings.http))
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         # Everything built so far lives as long as the process: freezing it keeps the collector's full
         # passes from walking it, which otherwise stalls every in-flight delivery for a few hundred ms.

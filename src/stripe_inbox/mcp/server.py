@@ -25,6 +25,7 @@ from ..presenter import Presenter
 from ..runtime import Loop, Runtime
 from .boundary import Boundary
 from .channel import ClaudeChannel
+from .event_webhooks import WebhookMethods
 from .events import EventMethods
 from .prompts import register_prompts
 from .resources import PENDING_URI, STATS_URI, event_uri, register_resources
@@ -70,8 +71,10 @@ class InboxServer(MCPServer):
             require_scopes(tools),
             LegacySubscriptions(self.notifier),
         ]
+        # Plain http callbacks to loopback stay off unless `serve` says it listens on loopback alone.
+        self.webhooks = WebhookMethods(inbox, stdio=stdio)
         self.events = EventMethods(inbox, stdio=stdio)
-        middleware.append(self.events)
+        middleware += [self.webhooks, self.events]
         # Pushed into a Claude Code session only when asked for: a client that does not know the channel
         # capability is never sent its notifications.
         self.channel = ClaudeChannel(inbox, inbox.settings.push, presenter) if channel else None

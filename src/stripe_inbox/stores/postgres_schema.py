@@ -83,6 +83,37 @@ SEARCH_RANGES = """
     CREATE INDEX events_created ON events (created) INCLUDE (seq);
 """
 
+# MCP Events webhook subscriptions (#25): one row per subscription, its secret encrypted with a key kept
+# outside the database, its cursor advanced only by the replica holding its lease. `generation` moves on each
+# subscribe, so a delivery pass that read an older cursor cannot overwrite a replay asked for meanwhile.
+EVENT_SUBSCRIPTIONS = """
+    CREATE TABLE event_subscriptions (
+        id TEXT PRIMARY KEY,
+        principal TEXT NOT NULL,
+        name TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        callback TEXT NOT NULL,  -- where events are POSTed, exactly as the client gave it
+        secret TEXT NOT NULL,
+        cursor TEXT,
+        generation INTEGER NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        refresh_before DOUBLE PRECISION,
+        state TEXT NOT NULL CHECK (state IN ('active', 'ended')),
+        ended_reason TEXT,
+        terminate_pending INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at DOUBLE PRECISION NOT NULL,
+        last_delivery_at DOUBLE PRECISION,
+        last_error TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_until DOUBLE PRECISION
+    );
+    CREATE INDEX event_subscriptions_principal ON event_subscriptions (principal, state);
+    CREATE INDEX event_subscriptions_state ON event_subscriptions (state, lease_until);
+"""
+
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE events (
@@ -300,6 +331,7 @@ MIGRATIONS: list[str] = [
         at DOUBLE PRECISION NOT NULL
     );
     """,
+    EVENT_SUBSCRIPTIONS,
 ]
 
 

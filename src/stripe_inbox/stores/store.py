@@ -6,6 +6,7 @@ from __future__ import annotations
 from .approvals import ApprovalStore
 from .changes import ChangeLog
 from .connector import Connector
+from .event_subscriptions import EventSubscriptionStore
 from .events import EventStore
 from .feed import FeedStore
 from .forwarding import ForwardStore
@@ -26,10 +27,12 @@ class Store:
         self.forwarding = ForwardStore(connector, self.changes)
         self.oauth = OAuthStore(connector, self.changes)
         self.state = StateStore(connector, self.changes)
+        self.event_subscriptions = EventSubscriptionStore(connector, self.changes)
         self.feeds = FeedStore(connector, self.changes)
         self._name_event_methods()
         self._name_delivery_methods()
         self._name_upkeep_methods()
+        self._name_subscription_methods()
 
     def _name_event_methods(self) -> None:
         """The events, their search index and the change log."""
@@ -120,6 +123,23 @@ class Store:
         self.close_incident = self.state.close_incident
         self.failed_deliveries = self.state.failed_deliveries
         self.ping = self.state.ping
+
+    def _name_subscription_methods(self) -> None:
+        """MCP Events webhook subscriptions."""
+        subscriptions = self.event_subscriptions
+        self.save_subscription = subscriptions.save_subscription
+        self.subscription = subscriptions.subscription
+        self.subscriptions = subscriptions.subscriptions
+        self.count_subscriptions = subscriptions.count_subscriptions
+        self.subscription_counts = subscriptions.subscription_counts
+        self.end_subscription = subscriptions.end_subscription
+        self.claim_subscriptions = subscriptions.claim_subscriptions
+        self.held_subscriptions = subscriptions.held_subscriptions
+        self.record_delivered = subscriptions.record_delivered
+        self.record_cursors = subscriptions.record_cursors
+        self.record_failed_attempt = subscriptions.record_failed_attempt
+        self.terminated = subscriptions.terminated
+        self.release_subscriptions = subscriptions.release_subscriptions
 
     async def close(self) -> None:
         await self.db.close()

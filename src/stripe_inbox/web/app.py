@@ -47,6 +47,7 @@ def create_app(inbox: Inbox, mcp_server: InboxServer | None = None, metrics: Met
             return PlainTextResponse(f"401 Unauthorized: {refusal}", status_code=401, headers=headers)
         counts = await inbox.store.counts()
         forwards = await inbox.store.forward_counts()
+        metrics.event_streams.set(mcp_server.events.open_streams if mcp_server is not None else 0)
         return Response(metrics.render(counts, await inbox.stats(), forwards), media_type=CONTENT_TYPE)
 
     async def to_dashboard(request: Request) -> Response:

@@ -27,6 +27,7 @@ from .views.forwards import forward_routes
 from .views.kit import PageKit
 from .views.lists import LIVE_HEADER, Lists
 from .views.sign_in import SignIn
+from .views.subscriptions import subscription_routes
 from .views.templating import dashboard_templates
 from .views.tokens import token_routes
 
@@ -58,6 +59,7 @@ def create_dashboard(
     routes: list[BaseRoute] = [
         *approval_routes(approvals, kit, presenter),
         *token_routes(inbox, kit),
+        *subscription_routes(inbox, kit),
         *forward_routes(inbox, kit),
         *Lists(inbox, presenter, kit).routes(),
         *EventPages(inbox, presenter, kit).routes(),
