@@ -29,8 +29,8 @@ MAX_TERMS = 200
 MAX_WORD = 500
 WORD = re.compile(r"[\w@](?:[\w@.+-]*[\w@])?")  # runs of [\w@.+-], not starting or ending in .+-
 TAIL = re.compile(r"[_@](?=.)")  # where a tail of a word starts
-# PostgreSQL's GIN finds a prefix (`'jane':*`) by merging every lexeme that starts with it into one bitmap, ten
-# times the work of one exact lexeme at 1M events; so there each term's prefixes of these lengths are indexed as
+# PostgreSQL's GIN finds a prefix (`'jane':*`) by merging every lexeme that starts with it into one bitmap, 4 to
+# 10 times the work of one exact lexeme at 1M events; so there each term's prefixes of these lengths are indexed as
 # lexemes of their own, marked so no term can be one (WORD never holds the mark), and a query word of these
 # lengths is searched as that one lexeme. A longer word is narrow: its prefix match stays cheap.
 PREFIX_MARK = "^"

@@ -16,15 +16,14 @@ SEARCH_COUNT_CAP = 10_000  # a search counts its matches up to here: the count o
 # never skip them), 9,000 pages and 67 ms warm for `insufficient funds` at 1M under the cap above.
 TEXT_COUNT_CAP = 1_000
 
+# Reading a match through the full-text index costs about as much as testing this many rows of a walk in seq order.
+RANDOM_READ_COST = 8
+WALK_MARGIN = 4  # a walk reads this many times the rows its page is expected to take, then gives way to the index
+
 
 def count_cap(query: EventQuery) -> int:
     """How far a search counts its matches."""
     return TEXT_COUNT_CAP if query.words else SEARCH_COUNT_CAP
-
-
-# Reading a match through the full-text index costs about as much as testing this many rows of a walk in seq order.
-RANDOM_READ_COST = 8
-WALK_MARGIN = 4  # a walk reads this many times the rows its page is expected to take, then gives way to the index
 
 
 def search_where(query: EventQuery, dialect: Dialect, scan: bool = False) -> tuple[list[str], list[Any]]:
