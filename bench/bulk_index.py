@@ -41,13 +41,14 @@ async def bulk_index(inbox: Inbox) -> int:
 
 async def _index_queued(inbox: Inbox, backlog: int) -> int:
     started, done = time.perf_counter(), 0
+    prefixed = inbox.store.db.dialect.text_prefixes  # type: ignore[attr-defined]
     with ProcessPoolExecutor(max_workers=1) as pool:  # the next batch is extracted while this one is written
         queued = await inbox.store.queued_for_index(BULK_BATCH)
-        extracting = pool.submit(findables, queued) if queued else None
+        extracting = pool.submit(findables, queued, prefixed) if queued else None
         while extracting is not None:
             found = await asyncio.wrap_future(extracting)
             following = await inbox.store.queued_for_index(BULK_BATCH, found[-1][0])
-            extracting = pool.submit(findables, following) if following else None
+            extracting = pool.submit(findables, following, prefixed) if following else None
             done += await inbox.store.index(found)
             if done // 100_000 > (done - len(found)) // 100_000:
                 rate = done / (time.perf_counter() - started)

@@ -18,7 +18,7 @@ import pytest
 
 from stripe_inbox import Inbox, load_settings, open_inbox, search_indexer
 from stripe_inbox.redact import MASK
-from stripe_inbox.stores import Audit, open_store
+from stripe_inbox.stores import Audit, open_store, search
 from stripe_inbox.stripe.samples import SAMPLES, sample_event
 from stripe_inbox.web.app import create_app
 from stripe_inbox.web.chart import hourly_chart
@@ -174,6 +174,21 @@ async def test_a_search_says_how_many_events_are_not_in_its_index_yet(
     await inbox.indexer.catch_up()  # what serve's indexer does within a second
     after = await ui.get("/ui/", params={"status": "all", "email": "late@example.com"})
     assert event["id"] in after.text and "not in the search index" not in after.text
+
+
+async def test_a_search_counted_up_to_its_cap_shows_the_count_with_a_plus(
+    ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search, "TEXT_COUNT_CAP", 2)
+    for _ in range(3):
+        event = make_event()
+        event["data"]["object"]["description"] = "weekly plan"
+        assert (await deliver(ui, event)).status_code == 200
+    capped = await ui.get("/ui/", params={"status": "all", "query": "weekly"})
+    assert '<p class="total">2+ events' in capped.text
+    monkeypatch.setattr(search, "TEXT_COUNT_CAP", 3)
+    exact = await ui.get("/ui/", params={"status": "all", "query": "weekly"})
+    assert '<p class="total">3 events' in exact.text
 
 
 async def test_redacted_without_reveal_unless_the_policy_allows(tmp_path: Path) -> None:

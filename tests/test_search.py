@@ -23,7 +23,7 @@ from stripe_inbox.events import IncomingEvent
 from stripe_inbox.indexing import findable_payload
 from stripe_inbox.mcp.server import create_mcp_server
 from stripe_inbox.search_indexer import SearchIndexer
-from stripe_inbox.stores import EventQuery, open_store
+from stripe_inbox.stores import EventQuery, open_store, search
 
 from .conftest import FIXTURES, SECRET, cli_env, encode, make_event, needs_fixtures, run_cli
 from .test_mcp import error_text, ok
@@ -255,12 +255,23 @@ async def test_bad_filter_values_name_their_argument(inbox: Inbox) -> None:
 
 
 async def test_totals_of_a_broad_search_are_counted_up_to_a_cap(inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importlib.import_module("stripe_inbox.inbox"), "SEARCH_COUNT_CAP", 3)
-    monkeypatch.setattr(importlib.import_module("stripe_inbox.stores.events"), "SEARCH_COUNT_CAP", 3)
-    await add(inbox, *(made("invoice.paid", description="monthly plan") for _ in range(5)))
+    monkeypatch.setattr(search, "TEXT_COUNT_CAP", 3)  # full text counts less far than other searches
+    monkeypatch.setattr(search, "SEARCH_COUNT_CAP", 4)
+    monkeypatch.setattr(importlib.import_module("stripe_inbox.stores.events"), "SEARCH_COUNT_CAP", 4)
+    monthly = [made("invoice.paid", description="monthly plan", amount_due=100 + n) for n in range(6)]
+    await add(inbox, *monthly)
     broad = await inbox.list_events("all", query="monthly", limit=2)
     assert (broad.total, broad.total_exact, len(broad.events)) == (3, False, 2)
-    assert (await inbox.list_events("all")).total == 5  # no search: the exact count the triggers keep
+    found, cursor = ids(broad), broad.next_cursor
+    while cursor is not None:  # every page of a capped search is still read: the cap is the count's only
+        page = await inbox.list_events("all", query="monthly", limit=2, cursor=cursor)
+        found, cursor = found + ids(page), page.next_cursor
+    assert found == [event["id"] for event in reversed(monthly)]
+    ranged = await inbox.list_events("all", amount_gte=1, currency="usd", limit=2)
+    assert (ranged.total, ranged.total_exact) == (4, False)
+    narrow = await inbox.list_events("all", query="monthly", amount_lte=1.01, currency="usd")
+    assert (narrow.total, narrow.total_exact) == (2, True)
+    assert (await inbox.list_events("all")).total == 6  # no search: the exact count the triggers keep
 
 
 async def test_pruning_removes_an_event_from_search_and_timelines(inbox: Inbox) -> None:
@@ -353,6 +364,35 @@ async def test_upgrading_indexes_the_events_already_stored_with_progress(
         await upgraded.add_events([IncomingEvent.parse(encode(made("invoice.paid", description="after")))], 2.0)
         assert await SearchIndexer(upgraded).catch_up() == 1
         assert len(await upgraded.list_events(EventQuery(status=None, words=("after",)))) == 1
+    finally:
+        await upgraded.close()
+
+
+async def test_upgrading_postgresql_to_prefix_lexemes_indexes_every_event_again(
+    db: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not db.startswith("postgresql://"):
+        pytest.skip("SQLite's full-text index holds no prefix lexemes")
+    schema = importlib.import_module("stripe_inbox.stores.postgres_schema")
+    current = schema.MIGRATIONS
+    monkeypatch.setattr(schema, "MIGRATIONS", current[: current.index(schema.SEARCH_PREFIXES)])
+    old = await open_store(db)
+    invoice_id = "in_" + secrets.token_hex(8)
+    events = [made("invoice.paid", T0 + n, id=invoice_id, description="yearly plan") for n in range(3)]
+    await old.add_events([IncomingEvent.parse(encode(event)) for event in events], 1.0)
+    assert await SearchIndexer(old).catch_up() == 3  # its terms and keys, which the upgrade writes again
+    assert len(await old.list_events(EventQuery(status=None, words=("yearly",)))) == 3
+    await old.close()
+    monkeypatch.setattr(schema, "MIGRATIONS", current)
+    upgraded = await open_store(db)
+    try:
+        assert await upgraded.unindexed() == 3  # queued again; meanwhile a search says what it lacks
+        assert await upgraded.list_events(EventQuery(status=None, words=("year",))) == []
+        assert await SearchIndexer(upgraded).catch_up() == 3
+        found = await upgraded.list_events(EventQuery(status=None, words=("year",), limit=10))
+        assert sorted(event.id for event in found) == sorted(event["id"] for event in events)
+        assert len(await upgraded.timeline(invoice_id, 10)) == 3
     finally:
         await upgraded.close()
 

@@ -34,6 +34,9 @@ EVENTS = {
     "dots": event("release v1.2.3 for acme.io", metadata={"host": "api.acme.io", "path": "/v1/charges?x=1"}),
     "unicode": event("Zoë Ångström paid für straße", customer_name="Łukasz Żółć"),
     "long": event("attachment", metadata={"blob": LONG_TOKEN}),
+    # About the lengths PostgreSQL indexes as prefix lexemes (indexing.PREFIX_LENGTHS, 1 to 8 characters).
+    "nine": event("quarterly", metadata={"code": "k"}),
+    "eight": event("annually", metadata={"code": "kx"}),
 }
 QUERIES = {
     "jane.smith+billing@mail.example.co.uk": {"email"},
@@ -64,6 +67,15 @@ QUERIES = {
     LONG_TOKEN: {"long"},  # cut at MAX_WORD characters on both sides of the match
     LONG_TOKEN[:MAX_WORD] + "zzz": {"long"},
     LONG_TOKEN[:40]: {"long"},
+    "quarterl": {"nine"},  # 8 characters: one prefix lexeme on PostgreSQL
+    "quarterly": {"nine"},  # 9: a prefix match of the terms themselves
+    "quarterlyx": set(),
+    "annually": {"eight"},  # the whole term, as its own longest prefix lexeme
+    "annuall": {"eight"},
+    "annuallyx": set(),
+    "k": {"nine", "eight"},  # the shortest prefix lexeme
+    "kx": {"eight"},
+    "q": {"nine"},
 }
 
 

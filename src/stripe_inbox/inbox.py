@@ -43,7 +43,7 @@ from .search_indexer import SearchIndexer
 from .settings import Settings
 from .stats import tally
 from .stores import Audit, DeliveryKind, EventQuery, Store, StoredEvent, open_store
-from .stores.search import SEARCH_COUNT_CAP
+from .stores.search import count_cap
 from .stripe import signature
 from .stripe.api import StripeAPI, StripeAPIError
 from .supervisor import Supervisor
@@ -127,10 +127,11 @@ class Inbox:
         rows = await self.store.list_events(selection, total)
         limit = given["limit"]
         page = rows[:limit]
-        capped = selection.searches and total > SEARCH_COUNT_CAP
+        cap = count_cap(selection)
+        capped = selection.searches and total > cap
         return EventPage(
             events=await self.summaries(page),
-            total=SEARCH_COUNT_CAP if capped else total,
+            total=cap if capped else total,
             total_exact=not capped,
             next_cursor=str(page[-1].seq) if len(rows) > limit else None,
             unindexed=await self.store.unindexed() if selection.indexed else 0,

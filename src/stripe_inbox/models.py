@@ -167,7 +167,10 @@ UNINDEXED = "events a search cannot find yet: the index takes them within second
 class EventPage(BaseModel):
     events: list[EventSummary]
     total: int = Field(description="how many events match, across all pages")
-    total_exact: bool = Field(default=True, description="false: a search matched more than total (10000)")
+    total_exact: bool = Field(
+        default=True,
+        description="false: a search matched more than total (1000 for words, 10000 otherwise)",
+    )
     next_cursor: str | None = Field(default=None, description="pass as cursor for the next page")
     unindexed: int = Field(default=0, description=UNINDEXED)
 

@@ -115,6 +115,7 @@ class SearchIndexer:
         return await self.store.index(await self._extract(queued))
 
     async def _extract(self, events: list[tuple[int, bytes]]) -> list[tuple[int, Findable]]:
+        prefixed = self.store.db.dialect.text_prefixes
         if self._worker is None:
-            return await anyio.to_thread.run_sync(findables, events)
-        return await anyio.to_process.run_sync(findables, events, limiter=self._worker)
+            return await anyio.to_thread.run_sync(findables, events, prefixed)
+        return await anyio.to_process.run_sync(findables, events, prefixed, limiter=self._worker)

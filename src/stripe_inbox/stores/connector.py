@@ -32,6 +32,7 @@ class Dialect:
     text_seq_sorted: str
     text_index: str  # what to count the matches of a full-text search with no other filter in
     text_query: Callable[[Sequence[str]], str]  # that query, from the words searched for (each a prefix)
+    text_prefixes: bool  # the full-text index holds each term's prefixes as lexemes (indexing.with_prefixes)
     text_insert: str  # an INSERT of one event into the full-text index: its seq and its space-separated terms
     in_seq_order: str  # after a table name: read it in seq order, whatever index a range would suggest
     # Many rows in one statement: what follows an INSERT's column list for `count` rows of these column types,

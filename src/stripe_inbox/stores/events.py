@@ -21,7 +21,7 @@ from .ingest import Delivery, ForwardRoute, write_deliveries
 from .interface import AddOutcome, Audit, StoredEvent
 from .journal import record_audit
 from .rows import AUDIT_SELECT, EVENT_COLUMNS, audit_entry, read_event, stored_event
-from .search import SEARCH_COUNT_CAP, search_where, text_walk
+from .search import SEARCH_COUNT_CAP, count_cap, search_where, text_walk
 
 FACT_COLUMNS = "e.id, e.type, e.object_id, e.object_status, e.created, e.seq"  # what resolution reads (Fact)
 # The events still queued for the search index about their own object `e.object_id`: the queue walked (CROSS JOIN
@@ -115,7 +115,7 @@ class EventStore(AreaStore):
         return [stored_event(row) for row in rows]
 
     async def count_events(self, query: EventQuery) -> int:
-        """How many events match; for a search, up to SEARCH_COUNT_CAP + 1."""
+        """How many events match; for a search, up to its count_cap + 1."""
         where, parameters = _where(query, self.db.dialect)
         if query.searches:
             source = "events"
@@ -124,7 +124,7 @@ class EventStore(AreaStore):
             rows = await self.db.fetch(
                 f"SELECT count(*) FROM (SELECT 1 FROM {source} {_sql_where(where)} LIMIT ?) AS matched",
                 *parameters,
-                SEARCH_COUNT_CAP + 1,
+                count_cap(query) + 1,
             )
             return int(rows[0][0])
         # Totals come from the counts the triggers keep; a customer's or account's events through their index.

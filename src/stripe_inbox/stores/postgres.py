@@ -14,12 +14,20 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import StoreUnavailable
+from ..indexing import prefix_lexeme
 from .connector import Dialect, Result, Row
 from .group_commit import BatchWrite, Queued, settle, take_batch, written
 from .postgres_schema import migrate
 
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 WRITERS = 2  # while one batch waits for its commit, the next one is being written
+
+
+def _query_lexeme(word: str) -> str:
+    """A query word as a tsquery: the one prefix lexeme that finds it (an exact entry of the GIN index), or, for a
+    word longer than those, the word as a prefix (few lexemes start with a long word)."""
+    lexeme = prefix_lexeme(word)
+    return f"'{word}':*" if lexeme is None else f"'{lexeme}'"
 
 
 class PostgresTransaction:
@@ -48,7 +56,8 @@ class PostgresConnector:
         # Its estimate of a prefix query's matches can be far off: ordered by seq it may walk every event.
         text_seq_sorted="seq + 0",
         text_index="event_search",
-        text_query=lambda words: " & ".join(f"'{word}':*" for word in words),
+        text_query=lambda words: " & ".join(_query_lexeme(word) for word in words),
+        text_prefixes=True,
         # The terms as they are, no parser or dictionary: findable cut them as the queries are cut.
         text_insert="INSERT INTO event_search (seq, terms) VALUES (?, array_to_tsvector(string_to_array(?, ' ')))",
         in_seq_order="",  # its planner knows from its statistics how broad a range is

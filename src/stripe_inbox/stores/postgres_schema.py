@@ -74,6 +74,14 @@ SEARCH_INDEX = """
         FOR EACH STATEMENT EXECUTE FUNCTION queue_inserted_events();
 """
 
+# The full-text index holds each term's prefixes as lexemes of their own (indexing.with_prefixes), which the
+# queries now look for: every event stored so far is queued again, and indexed in the background, the searches
+# saying meanwhile how many events they lack (their keys too, written again with their terms).
+SEARCH_PREFIXES = """
+    TRUNCATE event_search, event_keys;
+    INSERT INTO search_queue SELECT seq FROM events ON CONFLICT DO NOTHING;
+"""
+
 # Amount and time ranges read their matches' seqs from the index alone (an index-only scan), both to count them
 # and to pick a narrow range's page, instead of reading each matching event's row.
 SEARCH_RANGES = """
@@ -332,6 +340,7 @@ MIGRATIONS: list[str] = [
     );
     """,
     EVENT_SUBSCRIPTIONS,
+    SEARCH_PREFIXES,
 ]
 
 

@@ -70,6 +70,7 @@ class SQLiteConnector:
         text_seq_sorted="event_search.rowid",
         text_index="event_search",  # counting its matches alone skips a read of each event's row
         text_query=lambda words: " AND ".join(f'"{word}"*' for word in words),
+        text_prefixes=False,  # FTS5 keeps its terms in order: a prefix is one range of its b-tree
         text_insert="INSERT INTO event_search (rowid, terms) VALUES (?, ?)",
         # SQLite keeps no statistics of a range's width: it would sort every match of a broad one.
         in_seq_order=" NOT INDEXED",
