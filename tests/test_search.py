@@ -26,6 +26,7 @@ from stripe_inbox.search_indexer import SearchIndexer
 from stripe_inbox.stores import EventQuery, open_store, search
 
 from .conftest import FIXTURES, SECRET, cli_env, encode, make_event, needs_fixtures, run_cli
+from .postgres import postgres_schema
 from .test_mcp import error_text, ok
 from .test_store import db  # noqa: F401  # the database fixture: SQLite and PostgreSQL
 
@@ -369,15 +370,17 @@ async def test_upgrading_indexes_the_events_already_stored_with_progress(
 
 
 async def test_upgrading_postgresql_to_prefix_lexemes_indexes_every_event_again(
-    db: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not db.startswith("postgresql://"):
-        pytest.skip("SQLite's full-text index holds no prefix lexemes")
+    async with postgres_schema() as url:
+        await upgrade_to_prefix_lexemes(url, monkeypatch)
+
+
+async def upgrade_to_prefix_lexemes(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     schema = importlib.import_module("stripe_inbox.stores.postgres_schema")
     current = schema.MIGRATIONS
     monkeypatch.setattr(schema, "MIGRATIONS", current[: current.index(schema.SEARCH_PREFIXES)])
-    old = await open_store(db)
+    old = await open_store(url)
     invoice_id = "in_" + secrets.token_hex(8)
     events = [made("invoice.paid", T0 + n, id=invoice_id, description="yearly plan") for n in range(3)]
     await old.add_events([IncomingEvent.parse(encode(event)) for event in events], 1.0)
@@ -385,7 +388,7 @@ async def test_upgrading_postgresql_to_prefix_lexemes_indexes_every_event_again(
     assert len(await old.list_events(EventQuery(status=None, words=("yearly",)))) == 3
     await old.close()
     monkeypatch.setattr(schema, "MIGRATIONS", current)
-    upgraded = await open_store(db)
+    upgraded = await open_store(url)
     try:
         assert await upgraded.unindexed() == 3  # queued again; meanwhile a search says what it lacks
         assert await upgraded.list_events(EventQuery(status=None, words=("year",))) == []
