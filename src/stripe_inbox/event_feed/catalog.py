@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..alerts import FailedActions, OldestPending, PausedForwards
 from ..errors import InboxError, InvalidArgument
-from ..events import PATTERN, EventFilter, check_patterns
+from ..events import PATTERN, check_patterns
 from ..filters import AMOUNTS, CURRENCY, WATCHED, Filter
 from ..models import PRIORITIES
 from .entries import INBOX_ALERT, STRIPE_EVENT
@@ -199,15 +199,7 @@ def _stripe_event(arguments: dict[str, Any]) -> Selector:
         raise InvalidArgument(f"include_payload must be true or false, not {include_payload!r}")
     if include_payload:
         canonical["include_payload"] = True
-    return StripeEventSelector(
-        STRIPE_EVENT,
-        canonical,
-        watched=tuple(watched),
-        currency=canonical.get(CURRENCY.name),
-        types=None if patterns is None else EventFilter(patterns),
-        min_priority=canonical.get("min_priority"),
-        include_payload=include_payload,
-    )
+    return StripeEventSelector.compiled(canonical, watched, patterns, canonical.get("min_priority"), include_payload)
 
 
 # -- inbox.alert -----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..events import major_units
 from ..indexing import findable_payload
-from ..models import Classification, EventSummary, utc
+from ..models import PRIORITIES, Classification, EventSummary, utc
 from ..presenter import Presenter
 from ..stores import StoredEvent
 
@@ -58,6 +58,11 @@ class StripeEntry:
         self.cursor = cursor
         self.presenter = presenter
         self._occurrences: dict[bool, Occurrence] = {}
+        # what every selector compares, read once here rather than by each (selectors.py)
+        self.type = stored.type
+        self.currency = stored.currency.lower() if stored.currency else None
+        self.amount = stored.amount
+        self.rank = PRIORITIES.index(classification.priority)  # type: ignore[arg-type]
 
     @property
     def event_id(self) -> str:
@@ -86,7 +91,7 @@ class StripeEntry:
             "customer": stored.customer,
             "object_id": stored.object_id,
             "amount": amount,
-            "currency": stored.currency.lower() if stored.currency else None,
+            "currency": self.currency,
             "priority": classification.priority,
             "category": classification.category,
             "summary": classification.summary,
