@@ -16,12 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 from ..events import EventFilter
-from ..filters import AMOUNTS, CURRENCY, Filter, filter_named, minor_units
+from ..filters import AMOUNTS, CURRENCY, Filter, minor_units
 from ..models import PRIORITIES
 from .entries import STRIPE_EVENT, AlertEntry, Occurrence, StripeEntry
 
 Entry = StripeEntry | AlertEntry
-OBJECT_ID = filter_named("object_id")  # its term is any id the event is about, not a column
+RELATED = "object_id"  # the filter whose term is any id the event is about (StripeEntry.related_ids), not a column
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ class StripeEventSelector(Selector):
                 if currency is None:
                     raise ValueError(f"{each.name} is in no currency")  # the catalog asks for one first
                 bounds[bool(each.round_up)] = minor_units(Decimal(terms.pop(each)), currency, bool(each.round_up))
-        related = terms.pop(OBJECT_ID, None)
+        related = next((terms.pop(each) for each in list(terms) if each.store_key == RELATED), None)
         types = None if patterns is None else EventFilter(patterns)
         return cls(
             STRIPE_EVENT,
