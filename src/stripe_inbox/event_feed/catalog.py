@@ -15,11 +15,12 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import TypeAdapter, ValidationError
 
 from ..alerts import FailedActions, OldestPending, PausedForwards
-from ..errors import InboxError, InvalidArgument
+from ..errors import InvalidArgument
 from ..events import PATTERN, check_patterns
 from ..filters import AMOUNTS, CURRENCY, WATCHED, Filter
 from ..models import PRIORITIES
 from .entries import INBOX_ALERT, STRIPE_EVENT
+from .errors import UnknownEventType
 from .selectors import AlertSelector, Selector, StripeEventSelector
 
 DELIVERY = ("poll", "push", "webhook")
@@ -29,13 +30,6 @@ INCIDENTS = tuple(
     for kind in (OldestPending, FailedActions, PausedForwards)
 )
 NULLABLE_ID = {"type": ["string", "null"]}
-
-
-class UnknownEventType(InboxError):
-    """An event type this server does not offer."""
-
-    def __init__(self, name: Any) -> None:
-        super().__init__(f"no event type {name!r}: this server offers {', '.join(CATALOG)} (events/list)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +57,7 @@ def definitions(delivery: tuple[str, ...] = DELIVERY) -> list[dict[str, Any]]:
 
 def event_type(name: Any) -> EventType:
     if not isinstance(name, str) or name not in CATALOG:
-        raise UnknownEventType(name)
+        raise UnknownEventType(name, CATALOG)
     return CATALOG[name]
 
 
