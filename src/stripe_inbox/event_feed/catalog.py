@@ -109,37 +109,25 @@ STRIPE_INPUT = {
     },
     "additionalProperties": False,
 }
+STRIPE_DATA = {
+    "id": {"type": "string", "description": "evt_..."},
+    "type": {"type": "string"},
+    "created": {"type": "string", "format": "date-time"},
+    "customer": NULLABLE_ID,
+    "object_id": NULLABLE_ID,
+    "amount": {"type": ["number", "null"], "description": "major units"},
+    "currency": {"type": ["string", "null"]},
+    "priority": {"enum": list(PRIORITIES)},
+    "category": {"type": "string"},
+    "summary": {"type": "string"},
+    "superseded_by": {**NULLABLE_ID, "description": "a later event that resolved it"},
+    "stale": {"type": "boolean", "description": "arrived after a newer event about its object"},
+    "payload": {"type": "object", "description": "with include_payload"},
+}
 STRIPE_PAYLOAD = {
     "type": "object",
-    "properties": {
-        "id": {"type": "string", "description": "evt_..."},
-        "type": {"type": "string"},
-        "created": {"type": "string", "format": "date-time"},
-        "customer": NULLABLE_ID,
-        "object_id": NULLABLE_ID,
-        "amount": {"type": ["number", "null"], "description": "major units"},
-        "currency": {"type": ["string", "null"]},
-        "priority": {"enum": list(PRIORITIES)},
-        "category": {"type": "string"},
-        "summary": {"type": "string"},
-        "superseded_by": {**NULLABLE_ID, "description": "a later event that resolved it"},
-        "stale": {"type": "boolean", "description": "arrived after a newer event about its object"},
-        "payload": {"type": "object", "description": "with include_payload"},
-    },
-    "required": [
-        "id",
-        "type",
-        "created",
-        "customer",
-        "object_id",
-        "amount",
-        "currency",
-        "priority",
-        "category",
-        "summary",
-        "superseded_by",
-        "stale",
-    ],
+    "properties": STRIPE_DATA,
+    "required": [name for name in STRIPE_DATA if name != "payload"],
 }
 
 
@@ -205,16 +193,13 @@ ALERT_INPUT = {
     },
     "additionalProperties": False,
 }
-ALERT_PAYLOAD = {
-    "type": "object",
-    "properties": {
-        "name": {"enum": list(INCIDENTS)},
-        "state": {"enum": ["opened", "cleared"]},
-        "detail": {"type": "string"},
-        "at": {"type": "string", "format": "date-time"},
-    },
-    "required": ["name", "state", "detail", "at"],
+ALERT_DATA = {
+    "name": {"enum": list(INCIDENTS)},
+    "state": {"enum": ["opened", "cleared"]},
+    "detail": {"type": "string"},
+    "at": {"type": "string", "format": "date-time"},
 }
+ALERT_PAYLOAD = {"type": "object", "properties": ALERT_DATA, "required": list(ALERT_DATA)}
 
 
 def _inbox_alert(arguments: dict[str, Any]) -> Selector:
