@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 
@@ -25,47 +25,45 @@ class Received:
         return json.loads(self.body)
 
 
-@dataclass
-class HTTPReceiver:
-    """Records every request; answers from `responses` (path -> (status, JSON)), else 200 {}.
+class LoopbackHTTP:
+    """An HTTP server on loopback that answers each POST with JSON (`_answer`), bound at once (so its URL is known)
+    but listening only after `start()`: until then, and after `stop()`, a connection is refused, as when the
+    receiver is down."""
 
-    Bound at once (so its URL is known) but only listening after `start()`: until then a
-    connection is refused, as when the receiver is down."""
+    server: ThreadingHTTPServer
+    thread: threading.Thread | None
 
-    responses: dict[str, tuple[int, Any]] = field(default_factory=dict)
-    requests: list[Received] = field(default_factory=list)
-    arrived: threading.Event = field(default_factory=threading.Event)
+    def _answer(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        """The status and JSON (None: no body) a POST is answered with."""
+        raise NotImplementedError
 
-    def __post_init__(self) -> None:
-        receiver = self
+    def _answered(self, path: str, headers: dict[str, str], raw: bytes) -> None:
+        """What follows the answer."""
+
+    def _bind(self, port: int = 0) -> None:
+        owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, answer = receiver.responses.get(self.path, (200, {}))
-                payload = json.dumps(answer).encode()
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, answer = owner._answer(self.path, dict(self.headers), raw)
+                payload = b"" if answer is None else json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-                receiver.requests.append(Received("POST", self.path, dict(self.headers), body))
-                receiver.arrived.set()
+                owner._answered(self.path, dict(self.headers), raw)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler, bind_and_activate=False)
         self.server.allow_reuse_address = True
         self.server.server_bind()
-        self.thread: threading.Thread | None = None
+        self.thread = None
 
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> HTTPReceiver:
+    def start(self) -> Self:
         self.server.server_activate()
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -75,7 +73,32 @@ class HTTPReceiver:
         if self.thread is not None:
             self.server.shutdown()
             self.thread.join(timeout=10)
+            self.thread = None
         self.server.server_close()
+
+
+@dataclass
+class HTTPReceiver(LoopbackHTTP):
+    """Records every request; answers from `responses` (path -> (status, JSON)), else 200 {}."""
+
+    responses: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    requests: list[Received] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._bind()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _answer(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        return self.responses.get(path, (200, {}))
+
+    def _answered(self, path: str, headers: dict[str, str], raw: bytes) -> None:
+        self.requests.append(Received("POST", path, headers, raw))
+        self.arrived.set()
 
 
 def _free_port() -> int:

@@ -225,6 +225,45 @@ async def test_selectors_filter_by_type_customer_object_amount_and_priority(inbo
         assert ids(await read(inbox, selector("stripe.event", json.loads(arguments)), cursor)) == expected, arguments
 
 
+async def test_a_selector_finds_what_list_events_finds_by_the_same_filters(inbox: Inbox) -> None:
+    """Each stripe.event argument that is a list_events filter holds as that filter does: the selector's
+    precomputed tests (amount bounds in minor units, lower-case currency, ids the event is about) against the
+    store's own WHERE clauses and search index."""
+    cursor = (await read(inbox, ALL, None)).cursor
+    failed = make_event("invoice.payment_failed")
+    cent_more = make_event("invoice.paid")
+    cent_more["data"]["object"]["amount_due"] = 4901
+    charge = make_event("charge.succeeded")
+    charge["data"]["object"] = {"id": "ch_big1", "object": "charge", "amount": 250_000, "currency": "USD"}
+    charge["data"]["object"]["invoice"] = "in_referenced2"
+    yen = make_event("invoice.paid", livemode=True, account="acct_feed1")
+    yen["data"]["object"].update(amount_due=4900, currency="jpy")
+    no_amount = make_event("customer.created")
+    no_amount["data"]["object"] = {"id": "cus_plain1", "object": "customer"}
+    await stored(inbox, failed, cent_more, charge, yen, no_amount)
+    customer = failed["data"]["object"]["customer"]
+    cases = [
+        ({"customer": customer}, [failed]),
+        ({"account": "acct_feed1"}, [yen]),
+        ({"livemode": True}, [yen]),
+        ({"livemode": False}, [failed, cent_more, charge, no_amount]),
+        ({"object_id": "in_referenced2"}, [charge]),
+        ({"object_id": "cus_plain1"}, [no_amount]),
+        ({"currency": "JPY"}, [yen]),
+        ({"amount_gte": 49.005, "currency": "usd"}, [cent_more, charge]),  # 4900.5 cents rounds up
+        ({"amount_gte": 49, "currency": "usd"}, [failed, cent_more, charge]),
+        ({"amount_gte": 4900, "currency": "jpy"}, [yen]),  # no minor unit in yen
+        ({"amount_gte": 4901, "currency": "jpy"}, []),
+        ({"amount_gte": 0, "currency": "usd", "customer": customer}, [failed]),
+        ({"livemode": False, "object_id": "ch_big1", "currency": "usd"}, [charge]),
+    ]
+    for arguments, expected in cases:
+        found = ids(await read(inbox, selector("stripe.event", arguments), cursor))
+        listed = [event.id for event in (await inbox.list_events("all", **arguments)).events]
+        assert found == [event["id"] for event in expected], arguments
+        assert sorted(found) == sorted(listed), arguments
+
+
 async def test_include_payload_adds_the_event_masked_by_the_policy(inbox: Inbox) -> None:
     cursor = (await read(inbox, ALL, None)).cursor
     event = make_event("invoice.payment_failed")

@@ -28,6 +28,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
+from stripe_inbox.event_feed import EVENT_LABEL
+
 from .conftest import Server, cli_env, encode, make_event, run_cli, signed_headers, start_server, stop_server
 from .postgres import postgres_schema
 from .webhook_receiver import WebhookReceiver
@@ -153,6 +155,7 @@ async def test_each_matching_event_reaches_the_receiver_once_signed_and_in_order
     assert [each["eventId"] for each in delivered] == [first["id"], second["id"]]
     assert [each["data"]["type"] for each in delivered] == ["invoice.paid", "invoice.voided"]
     assert all(each["name"] == "stripe.event" and each["cursor"] for each in delivered)
+    assert all(each["_meta"] == EVENT_LABEL for each in delivered), "labelled as events/poll labels: data from outside"
     for each in receiver.accepted:
         assert each.headers["webhook-id"] == each.body["eventId"]
         assert each.headers["x-mcp-subscription-id"] == result["id"]

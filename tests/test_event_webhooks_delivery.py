@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from stripe_inbox import Inbox
-from stripe_inbox.event_feed import feed
+from stripe_inbox.event_feed import UnknownSubscription, feed
 from stripe_inbox.event_webhooks.callback import Callbacks
 from stripe_inbox.event_webhooks.delivery import WebhookDelivery
-from stripe_inbox.event_webhooks.errors import UnknownSubscription
 from stripe_inbox.event_webhooks.secret_box import SecretBox
 from stripe_inbox.event_webhooks.subscriptions import WebhookSubscriptions
 from stripe_inbox.stores.event_subscriptions import NewSubscription

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -16,32 +15,20 @@ import pytest
 from stripe_inbox.errors import ConfigError, InvalidArgument
 from stripe_inbox.event_webhooks.callback import CallbackFailed, Callbacks, check_callback_url
 from stripe_inbox.event_webhooks.secret_box import SecretBox, secret_bytes
-from stripe_inbox.stores import Store, open_store
+from stripe_inbox.stores import Store
 from stripe_inbox.stores.event_subscriptions import NewSubscription
 from stripe_inbox.stores.interface import Audit
 
-from .postgres import postgres_schema
+from .test_oauth_store import store
 from .webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.anyio
+__all__ = ["store"]  # the fixture: a store on each database
 AUDIT = Audit("test", "subscribe_events", {})
 
 
 def whsec(size: int = 32) -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(size)).decode()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        opened = await open_store(str(tmp_path / "subscriptions.db"))
-        yield opened
-        await opened.close()
-        return
-    async with postgres_schema() as url:
-        opened = await open_store(url)
-        yield opened
-        await opened.close()
 
 
 def new(subscription_id: str = "sub_1", principal: str = "client-a", cursor: str | None = "c0") -> NewSubscription:

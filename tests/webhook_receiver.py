@@ -5,15 +5,15 @@ after `stop()`, a connection is refused, as when the receiver is down)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from .receivers import LoopbackHTTP
 
 WAIT_SECONDS = 20.0
 
@@ -26,7 +26,7 @@ class Delivery:
 
 
 @dataclass
-class WebhookReceiver:
+class WebhookReceiver(LoopbackHTTP):
     secret: str
     # Answers to give, in order, to event (and control) POSTs before the default 204; e.g. [503, 503].
     script: list[int] = field(default_factory=list)
@@ -38,51 +38,16 @@ class WebhookReceiver:
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, answer = receiver._answer(self.path, dict(self.headers), raw)
-                payload = b"" if answer is None else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
-        self.server.allow_reuse_address = True
-        self.server.server_bind()
-        self.thread: threading.Thread | None = None
+        self._bind()
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}/hooks/stripe?tenant=a%20b&x=1"
 
-    def start(self) -> WebhookReceiver:
-        self.server.server_activate()
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self.thread is not None:
-            self.server.shutdown()
-            self.thread.join(timeout=10)
-            self.thread = None
-        self.server.server_close()
-
     def restart(self) -> WebhookReceiver:
         """Listen again on the same port after `stop()`."""
-        host, port = self.server.server_address[:2]
-        self.server = ThreadingHTTPServer((host, port), self.server.RequestHandlerClass, bind_and_activate=False)
-        self.server.allow_reuse_address = True
-        self.server.server_bind()
+        self._bind(self.server.server_address[1])
         return self.start()
 
     def _answer(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:

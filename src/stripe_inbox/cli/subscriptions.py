@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 
 from ..event_webhooks.subscriptions import WebhookSubscriptions
 from ..inbox import Inbox
-from .common import ACTOR, Commands, add_command, add_group, print_table, with_inbox
+from .common import ACTOR, Commands, add_command, add_group, print_table, when, with_inbox
 
 
 def add_subscriptions(commands: Commands) -> None:
@@ -37,7 +36,7 @@ def run_list(args: argparse.Namespace) -> None:
                 json.dumps(each.arguments, separators=(",", ":")),
                 each.url,
                 each.state if each.ended_reason is None else f"{each.state}: {each.ended_reason}",
-                _when(each.last_delivery_at),
+                when(each.last_delivery_at),
                 str(each.failures),
             )
             for each in found
@@ -54,7 +53,3 @@ def run_revoke(args: argparse.Namespace) -> None:
         print(f"revoked {ended.id} ({ended.name} to {ended.url}); its callback is told once by a running serve")
 
     with_inbox(args, work)
-
-
-def _when(at: float | None) -> str:
-    return "never" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -6,10 +6,9 @@ import argparse
 import dataclasses
 import json
 import time
-from datetime import UTC, datetime
 
 from ..inbox import Inbox
-from .common import ACTOR, Commands, add_command, add_group, print_table, with_inbox
+from .common import ACTOR, Commands, add_command, add_group, print_table, when, with_inbox
 
 
 def add_tokens(commands: Commands) -> None:
@@ -37,8 +36,8 @@ def run_list(args: argparse.Namespace) -> None:
                 token.kind,
                 token.client_name or token.client_id,
                 " ".join(token.scopes),
-                _when(token.expires_at),
-                _when(token.last_used_at) if token.last_used_at else "never",
+                when(token.expires_at),
+                when(token.last_used_at or None),
                 token.state(now),
             )
             for token in tokens
@@ -54,7 +53,3 @@ def run_revoke(args: argparse.Namespace) -> None:
         print(f"revoked {revoked} token{'s' if revoked != 1 else ''} of the grant {args.token_id} belongs to")
 
     with_inbox(args, work)
-
-
-def _when(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")

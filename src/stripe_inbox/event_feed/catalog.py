@@ -15,11 +15,12 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import TypeAdapter, ValidationError
 
 from ..alerts import FailedActions, OldestPending, PausedForwards
-from ..errors import InboxError, InvalidArgument
-from ..events import PATTERN, EventFilter, check_patterns
+from ..errors import InvalidArgument
+from ..events import PATTERN, check_patterns
 from ..filters import AMOUNTS, CURRENCY, WATCHED, Filter
 from ..models import PRIORITIES
 from .entries import INBOX_ALERT, STRIPE_EVENT
+from .errors import UnknownEventType
 from .selectors import AlertSelector, Selector, StripeEventSelector
 
 DELIVERY = ("poll", "push", "webhook")
@@ -29,13 +30,6 @@ INCIDENTS = tuple(
     for kind in (OldestPending, FailedActions, PausedForwards)
 )
 NULLABLE_ID = {"type": ["string", "null"]}
-
-
-class UnknownEventType(InboxError):
-    """An event type this server does not offer."""
-
-    def __init__(self, name: Any) -> None:
-        super().__init__(f"no event type {name!r}: this server offers {', '.join(CATALOG)} (events/list)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +57,7 @@ def definitions(delivery: tuple[str, ...] = DELIVERY) -> list[dict[str, Any]]:
 
 def event_type(name: Any) -> EventType:
     if not isinstance(name, str) or name not in CATALOG:
-        raise UnknownEventType(name)
+        raise UnknownEventType(name, CATALOG)
     return CATALOG[name]
 
 
@@ -115,37 +109,25 @@ STRIPE_INPUT = {
     },
     "additionalProperties": False,
 }
+STRIPE_DATA = {
+    "id": {"type": "string", "description": "evt_..."},
+    "type": {"type": "string"},
+    "created": {"type": "string", "format": "date-time"},
+    "customer": NULLABLE_ID,
+    "object_id": NULLABLE_ID,
+    "amount": {"type": ["number", "null"], "description": "major units"},
+    "currency": {"type": ["string", "null"]},
+    "priority": {"enum": list(PRIORITIES)},
+    "category": {"type": "string"},
+    "summary": {"type": "string"},
+    "superseded_by": {**NULLABLE_ID, "description": "a later event that resolved it"},
+    "stale": {"type": "boolean", "description": "arrived after a newer event about its object"},
+    "payload": {"type": "object", "description": "with include_payload"},
+}
 STRIPE_PAYLOAD = {
     "type": "object",
-    "properties": {
-        "id": {"type": "string", "description": "evt_..."},
-        "type": {"type": "string"},
-        "created": {"type": "string", "format": "date-time"},
-        "customer": NULLABLE_ID,
-        "object_id": NULLABLE_ID,
-        "amount": {"type": ["number", "null"], "description": "major units"},
-        "currency": {"type": ["string", "null"]},
-        "priority": {"enum": list(PRIORITIES)},
-        "category": {"type": "string"},
-        "summary": {"type": "string"},
-        "superseded_by": {**NULLABLE_ID, "description": "a later event that resolved it"},
-        "stale": {"type": "boolean", "description": "arrived after a newer event about its object"},
-        "payload": {"type": "object", "description": "with include_payload"},
-    },
-    "required": [
-        "id",
-        "type",
-        "created",
-        "customer",
-        "object_id",
-        "amount",
-        "currency",
-        "priority",
-        "category",
-        "summary",
-        "superseded_by",
-        "stale",
-    ],
+    "properties": STRIPE_DATA,
+    "required": [name for name in STRIPE_DATA if name != "payload"],
 }
 
 
@@ -199,15 +181,7 @@ def _stripe_event(arguments: dict[str, Any]) -> Selector:
         raise InvalidArgument(f"include_payload must be true or false, not {include_payload!r}")
     if include_payload:
         canonical["include_payload"] = True
-    return StripeEventSelector(
-        STRIPE_EVENT,
-        canonical,
-        watched=tuple(watched),
-        currency=canonical.get(CURRENCY.name),
-        types=None if patterns is None else EventFilter(patterns),
-        min_priority=canonical.get("min_priority"),
-        include_payload=include_payload,
-    )
+    return StripeEventSelector.compiled(canonical, watched, patterns, canonical.get("min_priority"), include_payload)
 
 
 # -- inbox.alert -----------------------------------------------------------------------------------------------
@@ -219,16 +193,13 @@ ALERT_INPUT = {
     },
     "additionalProperties": False,
 }
-ALERT_PAYLOAD = {
-    "type": "object",
-    "properties": {
-        "name": {"enum": list(INCIDENTS)},
-        "state": {"enum": ["opened", "cleared"]},
-        "detail": {"type": "string"},
-        "at": {"type": "string", "format": "date-time"},
-    },
-    "required": ["name", "state", "detail", "at"],
+ALERT_DATA = {
+    "name": {"enum": list(INCIDENTS)},
+    "state": {"enum": ["opened", "cleared"]},
+    "detail": {"type": "string"},
+    "at": {"type": "string", "format": "date-time"},
 }
+ALERT_PAYLOAD = {"type": "object", "properties": ALERT_DATA, "required": list(ALERT_DATA)}
 
 
 def _inbox_alert(arguments: dict[str, Any]) -> Selector:

@@ -6,25 +6,26 @@ and the one that makes a thousand subscriptions many)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..event_feed import Entry, Occurrence, Selector
+
+Group = tuple[Selector, list[str]]  # one selector and the subscriptions that chose it
 
 
 class Matcher:
     def __init__(self, selectors: Mapping[str, Selector]) -> None:
         """`selectors`: each subscription's, by subscription id."""
-        self._selectors: dict[str, Selector] = {}
-        self._subscribers: dict[str, list[str]] = defaultdict(list)
-        by_customer: dict[str, list[str]] = defaultdict(list)
-        everyone: list[str] = []
+        groups: dict[str, Group] = {}
+        by_customer: dict[str, list[Group]] = defaultdict(list)
+        everyone: list[Group] = []
         for subscription_id, chosen in selectors.items():
             key = chosen.key
-            if key not in self._selectors:
-                self._selectors[key] = chosen
+            if key not in groups:
+                groups[key] = (chosen, [])
                 customer = chosen.arguments.get("customer")
-                (by_customer[customer] if isinstance(customer, str) else everyone).append(key)
-            self._subscribers[key].append(subscription_id)
+                (by_customer[customer] if isinstance(customer, str) else everyone).append(groups[key])
+            groups[key][1].append(subscription_id)
         self._by_customer = dict(by_customer)
         self._everyone = everyone
 
@@ -32,14 +33,14 @@ class Matcher:
         """What each subscription is sent of `entries`, in their order; only subscriptions with something."""
         found: dict[str, list[Occurrence]] = defaultdict(list)
         for entry in entries:
-            for key in self._candidates(entry):
-                occurrence = self._selectors[key].occurrence(entry)
-                if occurrence is not None:
-                    for subscription_id in self._subscribers[key]:
-                        found[subscription_id].append(occurrence)
+            for chosen, subscribers in self._candidates(entry):
+                if chosen.matches(entry):  # most do not: the occurrence is made only for those that do
+                    occurrence = chosen.occurrence(entry)
+                    for subscription_id in subscribers:
+                        found[subscription_id].append(occurrence)  # type: ignore[arg-type]
         return found
 
-    def _candidates(self, entry: Entry) -> Iterable[str]:
+    def _candidates(self, entry: Entry) -> list[Group]:
         stored = getattr(entry, "stored", None)
         customer = getattr(stored, "customer", None)
         named = self._by_customer.get(customer, ()) if customer is not None else ()

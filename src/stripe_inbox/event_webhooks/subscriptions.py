@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
+from ..event_feed import CallbackRejected, Forbidden, SubscriptionLimit, UnknownSubscription, UnsupportedDelivery
 from ..stores.event_subscriptions import NewSubscription, Subscription
 from ..stores.interface import Audit
 from . import source
 from .callback import CallbackFailed, Callbacks, check_callback_url
-from .errors import CallbackRejected, Forbidden, SubscriptionLimit, UnknownSubscription, UnsupportedDelivery
 from .secret_box import SecretBox, secret_bytes
 
 if TYPE_CHECKING:

@@ -8,19 +8,16 @@ from typing import Any
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..auth.scopes import READ
 from ..auth.tokens import InboxAccessToken
-from ..errors import InboxError, InvalidArgument, NotFound
-from ..event_feed import UnknownEventType
-from ..event_webhooks.errors import EventsError, Forbidden, UnsupportedDelivery
+from ..errors import InboxError
+from ..event_feed import Forbidden, UnsupportedDelivery
 from ..event_webhooks.subscriptions import OPERATOR, WebhookSubscriptions
 from ..inbox import Inbox
+from .events import mcp_error
 
-INVALID_PARAMS = -32602
-UNKNOWN = -32011
 SUBSCRIBE, UNSUBSCRIBE = "events/subscribe", "events/unsubscribe"
 
 
@@ -56,17 +53,7 @@ class WebhookMethods:
                 await self.subscriptions.unsubscribe(principal(), params)
                 result = {}
         except InboxError as error:
-            raise _mcp_error(error) from None
+            raise mcp_error(error) from None
         if ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
             result["resultType"] = "complete"
         return result
-
-
-def _mcp_error(error: InboxError) -> MCPError:
-    if isinstance(error, EventsError):
-        return MCPError(code=error.code, message=str(error), data=error.data)
-    if isinstance(error, UnknownEventType):
-        return MCPError(code=UNKNOWN, message=str(error))
-    if isinstance(error, InvalidArgument | NotFound):
-        return MCPError(code=INVALID_PARAMS, message=str(error))
-    return MCPError(code=-32603, message=str(error))

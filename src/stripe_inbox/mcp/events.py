@@ -19,11 +19,9 @@ from starlette.requests import Request
 
 from ..auth.scopes import READ
 from ..errors import InboxError, InvalidArgument
-from ..event_feed import DELIVERY, MAX_EVENTS, Occurrence, UnknownEventType, definitions, read, selector
+from ..event_feed import DELIVERY, MAX_EVENTS, Forbidden, code_of, definitions, read, selector
 from ..inbox import Inbox
-from .untrusted import EVENT_LABEL
 
-INVALID_PARAMS, UNKNOWN_EVENT, FORBIDDEN = -32602, -32011, -32012
 HANDSHAKES = ("initialize", "server/discover")
 EVENT, HEARTBEAT = "notifications/events/event", "notifications/events/heartbeat"
 SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
@@ -61,18 +59,14 @@ class EventMethods:
                 result.setdefault("capabilities", {})["events"] = {}
             return result
         token = get_access_token()
-        if token is not None and READ not in token.scopes:
-            raise MCPError(code=FORBIDDEN, message=f"insufficient_scope: {ctx.method} needs the {READ} scope")
         params = dict(ctx.params or {})
         params.pop("_meta", None)
         try:
+            if token is not None and READ not in token.scopes:
+                raise Forbidden(f"insufficient_scope: {ctx.method} needs the {READ} scope")
             result = await method(ctx, params)
-        except UnknownEventType as error:
-            raise MCPError(code=UNKNOWN_EVENT, message=str(error)) from None
-        except InvalidArgument as error:
-            raise MCPError(code=INVALID_PARAMS, message=str(error)) from None
         except InboxError as error:
-            raise MCPError(code=-32603, message=str(error)) from None
+            raise mcp_error(error) from None
         if ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
             result["resultType"] = "complete"
         return result
@@ -87,7 +81,7 @@ class EventMethods:
         max_events = MAX_EVENTS if params.get("maxEvents") is None else params["maxEvents"]
         batch = await read(self.inbox, chosen, params.get("cursor"), max_events, params.get("maxAgeMs"))
         return {
-            "events": [labelled(occurrence) for occurrence in batch.events],
+            "events": [occurrence.labelled() for occurrence in batch.events],
             "cursor": batch.cursor,
             "truncated": batch.truncated,
             "hasMore": batch.has_more,
@@ -111,7 +105,7 @@ class EventMethods:
                 batch = await read(self.inbox, chosen, cursor, MAX_EVENTS, max_age)
                 max_age, truncated, cursor = None, truncated or batch.truncated, batch.cursor
                 for occurrence in batch.events:
-                    await self._send(ctx, EventNotification(params=Loose(**labelled(occurrence, meta))))
+                    await self._send(ctx, EventNotification(params=Loose(**occurrence.labelled(meta))))
                     last_sent = time.monotonic()
                 if beat_due or time.monotonic() - last_sent >= self.heartbeat_seconds:
                     if await _gone(ctx):
@@ -143,6 +137,6 @@ async def _gone(ctx: ServerRequestContext[Any]) -> bool:
     return isinstance(ctx.request, Request) and await ctx.request.is_disconnected()
 
 
-def labelled(occurrence: Occurrence, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The event as the draft sends it, its `_meta` saying its data is text from outside (and holding `meta`)."""
-    return {**occurrence.wire(), "_meta": {**EVENT_LABEL, **(meta or {})}}
+def mcp_error(error: InboxError) -> MCPError:
+    """An MCP Events method's error as JSON-RPC answers it: the code event_feed/errors.py gives it, and its data."""
+    return MCPError(code=code_of(error), message=str(error), data=getattr(error, "data", None))
