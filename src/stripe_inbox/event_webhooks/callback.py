@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook
 
 from ..auth.public_network import PolicedTransport, RefusedAddress, is_public
 from ..errors import InvalidArgument
+from ..settings import LOOPBACK_HOSTS
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_URL_CHARS = 2048
@@ -92,7 +93,7 @@ def loopback_only(bound_host: str, public_url: str | None) -> bool:
     except ValueError:
         return False
     public = urlsplit(public_url).hostname if public_url else None
-    return bound and (public is None or public in ("127.0.0.1", "::1", "localhost"))
+    return bound and (public is None or public in LOOPBACK_HOSTS)
 
 
 def _is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
