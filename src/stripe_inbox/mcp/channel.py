@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -72,6 +71,7 @@ class ClaudeChannel:
         self._window_start = 0.0
         self._sent_in_window = 0
         self._held: list[Held] = []
+        self._holding = anyio.Event()  # set once the window holds an event back
         self._backlog_announced = False
 
     async def __call__(self, ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
@@ -136,7 +136,7 @@ class ClaudeChannel:
         (classification,) = await self.inbox.assess([event])  # a failure that arrives resolved is no emergency
         if not self.settings.matches(event.type, classification.priority):
             return
-        now = time.monotonic()
+        now = anyio.current_time()
         if now - self._window_start >= self.settings.window_seconds:
             self._window_start, self._sent_in_window = now, 0
         if self._sent_in_window < self.settings.per_minute:
@@ -144,13 +144,14 @@ class ClaudeChannel:
             await self._announce(event, classification, "new")
         else:
             self._held.append(Held(event.id, event.type))
+            self._holding.set()
 
     async def _digests(self) -> None:
         """Past the rate limit, what arrived in the rest of the window goes out as one line when it ends."""
         while True:
-            await anyio.sleep(max(self._window_start + self.settings.window_seconds - time.monotonic(), 0.05))
-            if not self._held:
-                continue
+            await self._holding.wait()
+            await anyio.sleep_until(self._window_start + self.settings.window_seconds)
+            self._holding = anyio.Event()
             held, self._held = self._held, []
             types = ", ".join(f"{count} {quote(name)}" for name, count in Counter(e.type for e in held).most_common())
             await self._send(
