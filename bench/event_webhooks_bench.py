@@ -161,8 +161,7 @@ async def _matching(args: argparse.Namespace) -> None:
             for body in signed:
                 await inbox.receive(body, sign(body, SECRET, int(time.time())))
             scan = await feed.scan(inbox, cursor, args.events)
-            for entry in scan.entries:  # triage and summaries are computed once per entry, before the timing
-                _ = entry.data
+            await feed.assess(inbox, scan.entries)  # the triage every entry may need, before the timing
             shapes = {
                 "per-customer (distinct customers)": [
                     {"customer": f"cus_watched{n}"} for n in range(args.subscriptions)

@@ -18,6 +18,7 @@ from stripe_inbox.errors import InvalidArgument
 from stripe_inbox.event_feed import (
     FeedCursor,
     UnknownEventType,
+    assess,
     definitions,
     read,
     scan,
@@ -357,6 +358,7 @@ async def test_one_scan_serves_many_selectors(inbox: Inbox) -> None:
     await stored(inbox, failed, dispute)
     read_once = await scan(inbox, place)
     assert [entry.event_id for entry in read_once.entries] == [failed["id"], dispute["id"]]
+    await assess(inbox, read_once.entries)
     selectors = [selector("stripe.event", {"min_priority": level}) for level in ("low", "high", "urgent")] * 100
     delivered = [[o.event_id for e in read_once.entries if (o := s.occurrence(e))] for s in selectors[:3]]
     assert delivered == [[failed["id"], dispute["id"]], [failed["id"], dispute["id"]], [dispute["id"]]]

@@ -109,8 +109,9 @@ def start_inbox(directory: Path, db: str, *, limit: int = 20, **extra: str) -> t
 def inbox(tmp_path: Path) -> Iterator[Inbox]:
     db = str(tmp_path / "inbox.db")
     server, env = start_inbox(tmp_path, db)
-    yield Inbox(server, db, env, tmp_path)
-    stop_server(server)
+    running = Inbox(server, db, env, tmp_path)
+    yield running
+    stop_server(running.server)  # a test may have restarted it
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import pytest
@@ -18,6 +18,8 @@ from stripe_inbox.event_webhooks.callback import Callbacks
 from stripe_inbox.event_webhooks.delivery import WebhookDelivery
 from stripe_inbox.event_webhooks.secret_box import SecretBox
 from stripe_inbox.event_webhooks.subscriptions import WebhookSubscriptions
+from stripe_inbox.models import Classification, EventSummary
+from stripe_inbox.stores import StoredEvent
 from stripe_inbox.stores.event_subscriptions import NewSubscription
 from stripe_inbox.stores.interface import Audit
 
@@ -93,10 +95,21 @@ async def test_one_read_of_the_new_events_serves_a_thousand_subscriptions(
             time.time() + 3600,
         )
         await inbox.store.save_subscription(new, time.time(), AUDIT)
+    unwatched = [make_event("invoice.paid") for _ in range(20)]
     event = make_event("invoice.paid")
     event["data"]["object"]["customer"] = customer
-    await deliver(http, event)
+    for each in [*unwatched[:10], event, *unwatched[10:]]:
+        await deliver(http, each)
+    triaged: list[str] = []
+    assessed = inbox.assessed
+
+    async def recording(events: Sequence[StoredEvent]) -> list[tuple[EventSummary, Classification]]:
+        triaged.extend(each.id for each in events)
+        return await assessed(events)
+
+    inbox.assessed = recording  # type: ignore[method-assign]
     await WebhookDelivery(inbox).deliver_once(callbacks)
+    assert triaged == [event["id"]], "only the event some subscription admits on its stored facts is triaged"
     assert sorted(each.headers["x-mcp-subscription-id"] for each in receiver.accepted) == [
         "sub_0000",
         "sub_0250",

@@ -15,7 +15,7 @@ from .errors import (
     UnsupportedDelivery,
     code_of,
 )
-from .feed import MAX_EVENTS, Batch, Scan, read, scan, start
+from .feed import MAX_EVENTS, Batch, Scan, assess, read, scan, start
 from .selectors import AlertSelector, Entry, Selector, StripeEventSelector
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "UnknownEventType",
     "UnknownSubscription",
     "UnsupportedDelivery",
+    "assess",
     "code_of",
     "definitions",
     "event_type",

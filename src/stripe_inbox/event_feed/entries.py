@@ -48,29 +48,25 @@ class Occurrence:
 
 
 class StripeEntry:
-    """A stored Stripe event as the feed read it, with what resolved it and its triage (read once for a batch)."""
+    """A stored Stripe event as the feed read it. What resolved it and its triage come later, and only for the
+    entries some selector admits on their stored facts (`assessed`, from feed.assess): most are admitted by none."""
 
     name = STRIPE_EVENT
 
-    def __init__(
-        self,
-        stored: StoredEvent,
-        summary: EventSummary,
-        classification: Classification,
-        cursor: str,
-        presenter: Presenter,
-    ) -> None:
+    def __init__(self, stored: StoredEvent, cursor: str, presenter: Presenter) -> None:
         self.stored = stored
-        self.summary = summary
-        self.classification = classification
         self.cursor = cursor
         self.presenter = presenter
+        self.summary: EventSummary | None = None
+        self.classification: Classification | None = None
         self._occurrences: dict[bool, Occurrence] = {}
         # what every selector compares, read once here rather than by each (selectors.py)
         self.type = stored.type
         self.currency = stored.currency.lower() if stored.currency else None
         self.amount = stored.amount
-        self.rank = PRIORITIES.index(classification.priority)  # type: ignore[arg-type]
+
+    def assessed(self, summary: EventSummary, classification: Classification) -> None:
+        self.summary, self.classification = summary, classification
 
     @property
     def event_id(self) -> str:
@@ -78,7 +74,12 @@ class StripeEntry:
 
     @property
     def priority(self) -> str:
+        assert self.classification is not None, "feed.assess the entry first"
         return self.classification.priority
+
+    @property
+    def rank(self) -> int:
+        return PRIORITIES.index(self.priority)  # type: ignore[arg-type]
 
     @functools.cached_property
     def related_ids(self) -> frozenset[str]:
@@ -89,6 +90,7 @@ class StripeEntry:
     @functools.cached_property
     def data(self) -> dict[str, Any]:
         stored, summary, classification = self.stored, self.summary, self.classification
+        assert summary is not None and classification is not None, "feed.assess the entry first"
         amount = None
         if stored.amount is not None and stored.currency is not None:
             amount = major_units(stored.amount, stored.currency)

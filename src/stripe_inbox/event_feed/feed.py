@@ -1,12 +1,14 @@
 """Reading a feed from a cursor: the Stripe events in the order the inbox stored them, or the incident log.
-`scan` reads the rows after a place ONCE, each with its triage, for any number of selectors to test in memory
-(a delivery loop serving many subscribers); `read` is one subscriber's poll. A cursor older than what the inbox
-keeps (retention pruned events after it) or than `max_age_ms` reads on from the oldest kept, `truncated`."""
+`scan` reads the rows after a place ONCE, for any number of selectors to test in memory (a delivery loop serving
+many subscribers), and `assess` triages only the entries they admit; `read` is one subscriber's poll. A cursor
+older than what the inbox keeps (retention pruned events after it) or than `max_age_ms` reads on from the oldest
+kept, `truncated`."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +39,7 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Scan:
-    entries: list[Entry]  # the rows not read before, in the order they were stored, each with its own cursor
+    entries: list[Entry]  # the rows not read before, in stored order, each with its own cursor; not assessed yet
     cursor: FeedCursor  # after every row scanned
     truncated: bool
     has_more: bool  # the scan stopped at its limit
@@ -80,7 +82,16 @@ async def scan(
     cursor.expire(now, _seq(rows[-1]) if has_more else math.inf)
     if not has_more:
         cursor.position = max(cursor.position, pruned)
-    return Scan(await _entries(inbox, fresh), cursor, truncated, has_more)
+    return Scan(_entries(inbox, fresh), cursor, truncated, has_more)
+
+
+async def assess(inbox: Inbox, entries: Iterable[Entry]) -> None:
+    """Give the Stripe events among `entries` not assessed yet what resolved them and their triage, from one read."""
+    waiting = [entry for entry in entries if isinstance(entry, StripeEntry) and entry.classification is None]
+    if waiting:
+        assessed = await inbox.assessed([entry.stored for entry in waiting])
+        for entry, (summary, classification) in zip(waiting, assessed, strict=True):
+            entry.assessed(summary, classification)
 
 
 async def read(
@@ -98,6 +109,7 @@ async def read(
     truncated, scanned = False, 0
     while True:
         step = await scan(inbox, place, CHUNK, max_age_ms if scanned == 0 else None)
+        await assess(inbox, filter(selector.admits, step.entries))
         truncated |= step.truncated
         for index, entry in enumerate(step.entries):
             occurrence = selector.occurrence(entry)
@@ -113,15 +125,11 @@ async def read(
             return Batch(found, place.encode(), truncated, step.has_more)
 
 
-async def _entries(inbox: Inbox, fresh: list[tuple[Any, str]]) -> list[Entry]:
+def _entries(inbox: Inbox, fresh: list[tuple[Any, str]]) -> list[Entry]:
     if not fresh or not isinstance(fresh[0][0], StoredEvent):
         return [AlertEntry(row[0], row[1], row[2], row[3], row[4], cursor) for row, cursor in fresh]
     presenter = Presenter(inbox.settings.redact, inbox.triage)
-    assessed = await inbox.assessed([row for row, _ in fresh])
-    return [
-        StripeEntry(row, summary, classification, cursor, presenter)
-        for (row, cursor), (summary, classification) in zip(fresh, assessed, strict=True)
-    ]
+    return [StripeEntry(row, cursor, presenter) for row, cursor in fresh]
 
 
 def _seq(row: Any) -> int:

@@ -34,8 +34,13 @@ class Selector:
         """The canonical JSON of the event type and its arguments: equal for equal choices."""
         return json.dumps({"name": self.name, "arguments": self.arguments}, sort_keys=True, separators=(",", ":"))
 
-    def matches(self, entry: Entry) -> bool:
+    def admits(self, entry: Entry) -> bool:
+        """Whether `entry` may match, from what the inbox stored of it alone (a Stripe event's triage aside)."""
         raise NotImplementedError
+
+    def matches(self, entry: Entry) -> bool:
+        """Whether `entry` matches; a Stripe event this admits must have been assessed (feed.assess)."""
+        return self.admits(entry)
 
     def occurrence(self, entry: Entry) -> Occurrence | None:
         """What this subscriber is sent of `entry`, or None when it does not match."""
@@ -94,8 +99,8 @@ class StripeEventSelector(Selector):
             include_payload=include_payload,
         )
 
-    def matches(self, entry: Entry) -> bool:
-        if not isinstance(entry, StripeEntry) or entry.rank < self.least_rank:
+    def admits(self, entry: Entry) -> bool:
+        if not isinstance(entry, StripeEntry):
             return False
         if self.currency is not None:
             if entry.currency != self.currency:
@@ -111,6 +116,9 @@ class StripeEventSelector(Selector):
                     return False
         return self.related is None or self.related in entry.related_ids
 
+    def matches(self, entry: Entry) -> bool:
+        return self.admits(entry) and entry.rank >= self.least_rank  # type: ignore[union-attr]
+
     def occurrence(self, entry: Entry) -> Occurrence | None:
         return entry.occurrence(self.include_payload) if self.matches(entry) else None  # type: ignore[union-attr]
 
@@ -121,8 +129,8 @@ class AlertSelector(Selector):
 
     incidents: frozenset[str] | None = None
 
-    def matches(self, entry: Entry) -> bool:
+    def admits(self, entry: Entry) -> bool:
         return isinstance(entry, AlertEntry) and (self.incidents is None or entry.incident in self.incidents)
 
     def occurrence(self, entry: Entry) -> Occurrence | None:
-        return entry.occurrence() if isinstance(entry, AlertEntry) and self.matches(entry) else None
+        return entry.occurrence() if isinstance(entry, AlertEntry) and self.admits(entry) else None

@@ -1,8 +1,9 @@
 """The webhook delivery loop the runtime runs in every server process: each pass leases the subscriptions no live
 replica holds, reads the events after each distinct cursor once (caught-up subscriptions share one cursor, so one
-read serves them all), matches every subscription's selector in memory, and POSTs each match once, in cursor order,
-moving the cursor under the lease after each. A callback that fails is retried with the `[outbox]` backoff without
-holding up the others; 410 ends its subscription, 413 skips that event."""
+read serves them all), matches every subscription's selector in memory (triaging only the events some selector
+admits on their stored facts), and POSTs each match once, in cursor order, moving the cursor under the lease after
+each. A callback that fails is retried with the `[outbox]` backoff without holding up the others; 410 ends its
+subscription, 413 skips that event."""
 
 from __future__ import annotations
 
@@ -173,7 +174,9 @@ class _Pass:
             for (name, cursor), group_of in active.items():
                 scan = await source.scan(self.delivery.inbox, name, cursor, SCAN_LIMIT)
                 self.more = self.more or scan.has_more
-                matched = self.delivery.matcher(group_of).occurrences(scan.entries)
+                matcher = self.delivery.matcher(group_of)
+                await source.assess(self.delivery.inbox, matcher.admitted(scan.entries))
+                matched = matcher.occurrences(scan.entries)
                 for each in group_of:
                     group.start_soon(self._guarded, limit, self._deliver, each, scan, matched.get(each.id, []))
         await self.store.record_cursors(self.owner, self.moved)

@@ -29,8 +29,13 @@ class Matcher:
         self._by_customer = dict(by_customer)
         self._everyone = everyone
 
+    def admitted(self, entries: Sequence[Entry]) -> list[Entry]:
+        """The entries some selector admits on their stored facts: the only ones to assess (feed.assess)."""
+        return [entry for entry in entries if any(chosen.admits(entry) for chosen, _ in self._candidates(entry))]
+
     def occurrences(self, entries: Sequence[Entry]) -> dict[str, list[Occurrence]]:
-        """What each subscription is sent of `entries`, in their order; only subscriptions with something."""
+        """What each subscription is sent of `entries`, in their order; only subscriptions with something. The
+        entries `admitted` must have been assessed."""
         found: dict[str, list[Occurrence]] = defaultdict(list)
         for entry in entries:
             for chosen, subscribers in self._candidates(entry):

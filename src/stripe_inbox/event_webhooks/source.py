@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
-from ..event_feed import Entry, FeedCursor, Occurrence, Selector, catalog, feed
+from ..event_feed import Entry, FeedCursor, Occurrence, Selector, assess, catalog, feed
 
 if TYPE_CHECKING:
     from ..inbox import Inbox
 
-__all__ = ["Occurrence", "Scan", "Selector", "scan", "selector", "start"]
+__all__ = ["Occurrence", "Scan", "Selector", "assess", "scan", "selector", "start"]
 
 
 @dataclass(frozen=True, slots=True)
