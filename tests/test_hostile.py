@@ -59,6 +59,19 @@ def test_verification_agrees_with_the_stripe_package(body: str, secret: str, tim
     assert ours == theirs
 
 
+@pytest.mark.parametrize("size", [2046, 2047, 2048, 4094, 4095, 70_000])
+def test_verification_of_bodies_hashed_in_pieces(size: int) -> None:
+    """Long bodies are hashed in pieces (so the GIL stays with the event loop): every byte still counts."""
+    body = "".join(chr(97 + index % 26) for index in range(size))
+    header = stripe.WebhookSignature.generate_signature_header(body, SECRET, timestamp=1_700_000_000)
+    assert verify(body.encode(), header, [SECRET], now=1_700_000_000) == 1_700_000_000
+    for position in (0, 2040, size // 2, size - 1):
+        tampered = bytearray(body.encode())
+        tampered[position] ^= 1
+        with pytest.raises(DeliveryRejected):
+            verify(bytes(tampered), header, [SECRET], now=1_700_000_000)
+
+
 @pytest.fixture(scope="module")
 def hostile_app(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     import anyio.from_thread
