@@ -175,8 +175,9 @@ class _Pass:
                 scan = await source.scan(self.delivery.inbox, name, cursor, SCAN_LIMIT)
                 self.more = self.more or scan.has_more
                 matcher = self.delivery.matcher(group_of)
-                await source.assess(self.delivery.inbox, matcher.admitted(scan.entries))
-                matched = matcher.occurrences(scan.entries)
+                admitted = matcher.admitted(scan.entries)
+                await source.assess(self.delivery.inbox, admitted)
+                matched = matcher.occurrences(admitted)
                 for each in group_of:
                     group.start_soon(self._guarded, limit, self._deliver, each, scan, matched.get(each.id, []))
         await self.store.record_cursors(self.owner, self.moved)

@@ -35,7 +35,7 @@ class Matcher:
 
     def occurrences(self, entries: Sequence[Entry]) -> dict[str, list[Occurrence]]:
         """What each subscription is sent of `entries`, in their order; only subscriptions with something. The
-        entries `admitted` must have been assessed."""
+        entries some selector admits must have been assessed."""
         found: dict[str, list[Occurrence]] = defaultdict(list)
         for entry in entries:
             for chosen, subscribers in self._candidates(entry):
